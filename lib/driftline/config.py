@@ -1,0 +1,353 @@
+"""Platform and use-case configuration, validated when it is loaded.
+
+Three layers, later ones winning:
+
+1. ``conf/platform.yaml`` (and ``conf/usecases/<name>.yaml``),
+2. environment variables ``DRIFTLINE_<SECTION>__<KEY>=value`` (double underscore
+   between levels, e.g. ``DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=broker:9092``),
+3. ``--set section.key=value`` overrides from the command line.
+
+Every error names the key, the value and what was expected::
+
+    >>> load_platform(overrides=["kafka.embedded.port=abc"])
+    Traceback (most recent call last):
+    ConfigError: .../platform.yaml: kafka.embedded.port: got 'abc', expected: Input should be a valid integer, ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from driftline.errors import ConfigError
+
+ENV_PREFIX = "DRIFTLINE_"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_conf_dir() -> Path:
+    """Where ``platform.yaml`` lives: ``$DRIFTLINE_CONF_DIR`` or ``<project>/conf``."""
+    return Path(os.environ.get("DRIFTLINE_CONF_DIR", PROJECT_ROOT / "conf"))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmbeddedKafka(_Strict):
+    """The broker ``driftline kafka start`` runs when no bootstrap servers are given."""
+
+    port: int = Field(9092, ge=1, le=65535)
+    controller_port: int = Field(9093, ge=1, le=65535)
+    host: str = "127.0.0.1"
+    home: str = ".driftline/kafka"
+    heap: str = "512m"
+    start_timeout_s: float = Field(60.0, gt=0)
+
+
+class KafkaSecurity(_Strict):
+    """Passed through to every Kafka client. Secrets come only from the environment."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username_env: str = "DRIFTLINE_KAFKA_USERNAME"
+    sasl_password_env: str = "DRIFTLINE_KAFKA_PASSWORD"
+    ssl_ca_location: str | None = None
+
+    def credentials(self) -> tuple[str, SecretStr] | None:
+        """Read the SASL user and password from the environment, if SASL is used."""
+        if not self.protocol.startswith("SASL"):
+            return None
+        user = os.environ.get(self.sasl_username_env)
+        password = os.environ.get(self.sasl_password_env)
+        if not user or password is None:
+            raise ConfigError(
+                f"kafka.security.protocol: {self.protocol!r} needs the environment variables "
+                f"{self.sasl_username_env} and {self.sasl_password_env}"
+            )
+        return user, SecretStr(password)
+
+
+class KafkaConfig(_Strict):
+    bootstrap_servers: str | None = None
+    embedded: EmbeddedKafka = EmbeddedKafka()
+    security: KafkaSecurity = KafkaSecurity()
+    partitions: int = Field(4, ge=1)
+    replication_factor: int = Field(1, ge=1)
+
+    @property
+    def uses_embedded(self) -> bool:
+        return not self.bootstrap_servers
+
+    @property
+    def bootstrap(self) -> str:
+        """The servers clients connect to: the configured ones or the embedded broker."""
+        if self.bootstrap_servers:
+            return self.bootstrap_servers
+        return f"{self.embedded.host}:{self.embedded.port}"
+
+    def client_options(self, dialect: Literal["confluent", "spark"] = "confluent") -> dict[str, str]:
+        """Connection options for confluent-kafka (``dialect='confluent'``) or
+        Spark's Kafka source and sink (``'spark'``, keys prefixed ``kafka.``)."""
+        opts: dict[str, str] = {"bootstrap.servers": self.bootstrap}
+        sec = self.security
+        if sec.protocol != "PLAINTEXT":
+            opts["security.protocol"] = sec.protocol
+        if sec.ssl_ca_location:
+            key = "ssl.ca.location" if dialect == "confluent" else "ssl.truststore.location"
+            opts[key] = sec.ssl_ca_location
+        creds = sec.credentials()
+        if creds and sec.sasl_mechanism:
+            user, password = creds
+            if dialect == "confluent":
+                opts.update(
+                    {"sasl.mechanism": sec.sasl_mechanism, "sasl.username": user,
+                     "sasl.password": password.get_secret_value()}
+                )
+            else:
+                module = (
+                    "org.apache.kafka.common.security.plain.PlainLoginModule"
+                    if sec.sasl_mechanism == "PLAIN"
+                    else "org.apache.kafka.common.security.scram.ScramLoginModule"
+                )
+                opts["sasl.mechanism"] = sec.sasl_mechanism
+                opts["sasl.jaas.config"] = (
+                    f'{module} required username="{user}" '
+                    f'password="{password.get_secret_value()}";'
+                )
+        if dialect == "spark":
+            return {f"kafka.{k}": v for k, v in opts.items()}
+        return opts
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str | None = None
+    home: str = ".driftline/mlflow"
+
+    def resolved_tracking_uri(self, base: Path) -> str:
+        """The configured URI, or a local SQLite store under ``home``."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        db = (base / self.home / "mlflow.db").resolve()
+        return f"sqlite:///{db}"
+
+
+class SparkConfig(_Strict):
+    app_name: str = "driftline"
+    master: str | None = None
+    shuffle_partitions: int = Field(4, ge=1)
+    driver_memory: str = "2g"
+    ui_enabled: bool = True
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class PlatformConfig(_Strict):
+    """Everything shared by all use cases: storage, Kafka, MLflow, Spark."""
+
+    base_dir: str = "."
+    lake_root: str = ".driftline/lake"
+    checkpoint_root: str = ".driftline/checkpoints"
+    jars_dir: str = ".driftline/jars"
+    kafka: KafkaConfig = KafkaConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    spark: SparkConfig = SparkConfig()
+
+    def path(self, value: str) -> str:
+        """Resolve a local relative path against ``base_dir``; URIs pass through."""
+        if "://" in value or value.startswith("/"):
+            return value
+        return str((Path(self.base_dir) / value).resolve())
+
+    def table_path(self, layer: str, name: str) -> str:
+        """``<lake_root>/<layer>/<name>``, e.g. ``table_path('bronze', 'fraud_events')``."""
+        return f"{self.path(self.lake_root).rstrip('/')}/{layer}/{name}"
+
+    def checkpoint(self, query: str) -> str:
+        return f"{self.path(self.checkpoint_root).rstrip('/')}/{query}"
+
+    def digest(self) -> str:
+        """A stable hash of the effective configuration (secrets are never in it)."""
+        return config_hash(self.model_dump(mode="json"))
+
+
+class FieldSpec(_Strict):
+    """One column of a use case's event schema."""
+
+    name: str
+    type: Literal["string", "int", "long", "double", "boolean", "timestamp"]
+    required: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None
+    max_length: int | None = Field(None, ge=1)
+
+
+class LabelSpec(_Strict):
+    field: str
+    kind: Literal["binary", "regression"]
+    delay_s: float = Field(300.0, ge=0)
+
+
+class UseCaseConfig(_Strict):
+    """One use case: its events, label and the settings every stage reads.
+
+    The sections owned by later stages (validation, features, model, drift,
+    routing, simulator) are mappings here and are validated by the module that
+    owns them, so that each stage can evolve its own schema.
+    """
+
+    name: str
+    entity_key: str
+    event_id: str
+    event_time: str
+    schema_: list[FieldSpec] = Field(alias="schema", min_length=1)
+    label: LabelSpec
+    simulator: dict[str, Any] = Field(default_factory=dict)
+    validation: dict[str, Any] = Field(default_factory=dict)
+    features: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    drift: dict[str, Any] = Field(default_factory=dict)
+    routing: dict[str, Any] = Field(default_factory=dict)
+    streaming: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("schema_")
+    @classmethod
+    def _unique_names(cls, fields: list[FieldSpec]) -> list[FieldSpec]:
+        names = [f.name for f in fields]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate field names {dupes}")
+        return fields
+
+    def topic(self, kind: Literal["events", "labels", "predictions", "alerts", "dlq"]) -> str:
+        return f"{self.name}.{kind}"
+
+    def field(self, name: str) -> FieldSpec:
+        for f in self.schema_:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def digest(self) -> str:
+        return config_hash(self.model_dump(mode="json", by_alias=True))
+
+
+def config_hash(data: Mapping[str, Any]) -> str:
+    """A short, order-independent SHA-256 of a JSON-able mapping."""
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: file not found") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _set_path(data: dict[str, Any], dotted: str, raw: str, source: str) -> None:
+    keys = [k for k in dotted.split(".") if k]
+    if not keys:
+        raise ConfigError(f"{source}: empty key")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {dotted}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = yaml.safe_load(raw) if raw != "" else None
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    reserved = {"DRIFTLINE_CONF_DIR", "DRIFTLINE_JARS_DIR", "DRIFTLINE_HOME"}
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name in reserved:
+            continue
+        rest = name[len(ENV_PREFIX):]
+        if rest.startswith("KAFKA_USERNAME") or rest.startswith("KAFKA_PASSWORD"):
+            continue  # secrets, read where they are used, never merged into config
+        dotted = ".".join(part.lower() for part in rest.split("__"))
+        _set_path(data, dotted, raw, f"environment variable {name}")
+
+
+def _apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> None:
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. kafka.embedded.port=19092")
+        _set_path(data, key.strip(), raw.strip(), f"--set {item!r}")
+
+
+def _format_errors(source: str, err: ValidationError, data: Mapping[str, Any]) -> ConfigError:
+    lines = []
+    for e in err.errors():
+        loc = ".".join("schema" if p == "schema_" else str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key (value {e['input']!r}); check the spelling")
+        elif e["type"] == "missing":
+            lines.append(f"{loc}: required key is missing")
+        else:
+            lines.append(f"{loc}: got {e['input']!r}, expected: {e['msg']}")
+    return ConfigError(f"{source}: " + "; ".join(lines))
+
+
+def load_platform(
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> PlatformConfig:
+    """Load ``platform.yaml``, apply ``DRIFTLINE_*`` env vars and ``--set`` overrides.
+
+    Example::
+
+        cfg = load_platform(overrides=["kafka.bootstrap_servers=broker:9092"])
+        cfg.kafka.bootstrap  # 'broker:9092'
+    """
+    path = Path(path) if path else default_conf_dir() / "platform.yaml"
+    data = _read_yaml(path)
+    _apply_env(data, os.environ if env is None else env)
+    _apply_overrides(data, overrides)
+    data.setdefault("base_dir", str(PROJECT_ROOT))
+    try:
+        return PlatformConfig.model_validate(data)
+    except ValidationError as e:
+        raise _format_errors(str(path), e, data) from e
+
+
+def load_usecase(name_or_path: str | Path, conf_dir: str | Path | None = None) -> UseCaseConfig:
+    """Load ``conf/usecases/<name>.yaml`` (or a path to a YAML file).
+
+    Example::
+
+        uc = load_usecase("fraud")
+        uc.topic("events")  # 'fraud.events'
+    """
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"}:
+        path = candidate
+    else:
+        usecases = Path(conf_dir or default_conf_dir()) / "usecases"
+        path = usecases / f"{name_or_path}.yaml"
+        if not path.exists():
+            known = sorted(p.stem for p in usecases.glob("*.yaml"))
+            raise ConfigError(f"usecase: {str(name_or_path)!r} is not defined: expected one of {known}")
+    data = _read_yaml(path)
+    try:
+        return UseCaseConfig.model_validate(data)
+    except ValidationError as e:
+        raise _format_errors(str(path), e, data) from e

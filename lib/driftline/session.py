@@ -1,0 +1,92 @@
+"""Build a SparkSession wired for Delta Lake and the Kafka connector.
+
+The jars come from the cache ``make setup`` fills (``.driftline/jars/spark``), so
+building a session never touches the network. Like delta's
+``configure_spark_with_delta_pip``, :func:`configure_builder` takes a builder and
+returns it, so callers can keep composing::
+
+    builder = configure_builder(SparkSession.builder.appName("ingest"), platform)
+    spark = builder.getOrCreate()
+
+The master is left to ``spark-submit``; ``local[*]`` is what runs when nothing
+(neither ``spark.master`` in config, ``--master`` nor ``SPARK_MASTER``) set one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from driftline.config import PlatformConfig
+from driftline.errors import SetupError
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def spark_jars(platform: PlatformConfig) -> list[str]:
+    """The connector jars resolved by ``make setup``; raises if setup has not run."""
+    jar_dir = Path(platform.path(platform.jars_dir)) / "spark"
+    jars = sorted(str(p) for p in jar_dir.glob("*.jar"))
+    if not any("delta-spark" in j for j in jars) or not any("spark-sql-kafka" in j for j in jars):
+        raise SetupError(
+            f"Delta and Kafka connector jars not found in {jar_dir}: run `make setup` "
+            "(bin/fetch-jars) once with network access"
+        )
+    return jars
+
+
+def configure_builder(
+    builder: SparkSession.Builder, platform: PlatformConfig, *, testing: bool = False
+) -> SparkSession.Builder:
+    """Add Delta, the Kafka connector and driftline's defaults to ``builder``."""
+    if not isinstance(builder, SparkSession.Builder):
+        raise TypeError(f"builder: expected SparkSession.Builder, got {type(builder).__name__}")
+    spark = platform.spark
+    builder = (
+        builder.config("spark.jars", ",".join(spark_jars(platform)))
+        .config("spark.sql.extensions", DELTA_EXTENSION)
+        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        .config("spark.sql.shuffle.partitions", str(spark.shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.memory", spark.driver_memory)
+        .config("spark.ui.enabled", str(spark.ui_enabled and not testing).lower())
+        .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+    )
+    if testing:
+        builder = (
+            builder.config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.adaptive.coalescePartitions.initialPartitionNum", "2")
+            .config("spark.default.parallelism", "2")
+        )
+    for key, value in spark.conf.items():
+        builder = builder.config(key, value)
+    # Under spark-submit the master is already a JVM system property, and a plain
+    # `python job.py` goes through pyspark's own spark-submit, whose default is
+    # local[*]: so set one only when asked to, and never override --master.
+    master = spark.master or os.environ.get("SPARK_MASTER")
+    if master and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(master)
+    return builder
+
+
+def build_session(
+    platform: PlatformConfig, app_name: str | None = None, *, testing: bool = False
+) -> SparkSession:
+    """Get or create the driftline SparkSession.
+
+    Example::
+
+        spark = build_session(load_platform(), app_name="driftline-ingest")
+    """
+    # A local driver on a host whose name resolves to loopback otherwise picks
+    # some other interface; the user's environment wins.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder.appName(app_name or platform.spark.app_name)
+    session = configure_builder(builder, platform, testing=testing).getOrCreate()
+    session.sparkContext.setLogLevel(platform.spark.log_level)
+    return session
