@@ -29,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from driftline.errors import ConfigError
 
 ENV_PREFIX = "DRIFTLINE_"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The project checkout; spark-submit.sh sets DRIFTLINE_HOME because the library may
+# then be imported from a zip elsewhere.
+PROJECT_ROOT = Path(os.environ.get("DRIFTLINE_HOME") or Path(__file__).resolve().parents[2])
 
 
 def default_conf_dir() -> Path:

@@ -21,7 +21,8 @@ from driftline.errors import BrokerError
 
 
 def admin_client(kafka: KafkaConfig) -> AdminClient:
-    return AdminClient(kafka.client_options())
+    conf: dict[str, Any] = dict(kafka.client_options())
+    return AdminClient(conf)
 
 
 def ensure_topics(

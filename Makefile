@@ -1,0 +1,57 @@
+# driftline: `make demo` sets everything up and runs the main job; `make test` runs the tests.
+# `make setup` is idempotent: a second run does nothing and needs no network.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.driftline-installed
+JARS   := .driftline/jars/spark.stamp .driftline/jars/kafka.stamp
+export SPARK_LOCAL_IP ?= 127.0.0.1
+
+.PHONY: help setup demo test lint unit bench broker-start broker-stop clean
+
+help:
+	@echo "make demo    set up (venv, JVM jars) and run the end-to-end demo on the embedded defaults"
+	@echo "make test    set up and run lint, type checks and the whole test suite"
+	@echo "make setup   only set up (idempotent; offline after the first run)"
+	@echo "make bench   run the benchmarks (see benchmarks/RESULTS.md)"
+	@echo "make clean   remove .driftline/ data (keeps the venv and the jar cache)"
+
+setup: $(STAMP) $(JARS)
+
+$(STAMP): pyproject.toml
+	@bin/ensure-system
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+$(JARS): conf/jvm/spark-connectors.pom.xml conf/jvm/kafka-broker.pom.xml $(STAMP)
+	@bin/ensure-system
+	bin/fetch-jars $(BIN)/python
+
+demo: setup
+	$(BIN)/driftline demo
+
+lint: setup
+	$(BIN)/ruff check lib jobs streaming tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+unit: setup
+	$(BIN)/pytest -q tests/unit
+
+bench: setup
+	$(BIN)/python -m benchmarks.run
+
+broker-start: setup
+	$(BIN)/driftline kafka start
+
+broker-stop:
+	$(BIN)/driftline kafka stop
+
+clean:
+	-$(BIN)/driftline kafka stop
+	rm -rf .driftline/lake .driftline/checkpoints .driftline/kafka .driftline/mlflow
