@@ -38,6 +38,7 @@ lint: setup
 	$(BIN)/mypy
 
 test: lint
+	@bin/ensure-compose
 	$(BIN)/pytest -q
 
 unit: setup
