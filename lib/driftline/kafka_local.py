@@ -63,8 +63,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _cluster_id() -> str:
-    # Kafka's Uuid text form: URL-safe base64 of 16 bytes, without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """Kafka's Uuid text form: URL-safe base64 of 16 bytes, without padding.
+
+    Like Kafka's own ``Uuid.randomUuid``, ids starting with '-' are drawn again:
+    the storage tool would read one as a command-line option.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

@@ -23,3 +23,10 @@ def test_status_of_a_stopped_broker_exits_1(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["--set", f"kafka.embedded.home={tmp_path}", "kafka", "status"])
     assert res.exit_code == 1
     assert res.output.startswith("Kafka broker stopped at 127.0.0.1:9092")
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    from driftline.kafka_local import _cluster_id
+
+    ids = [_cluster_id() for _ in range(2000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
