@@ -15,6 +15,7 @@ The master is left to ``spark-submit``; ``local[*]`` is what runs when nothing
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -86,6 +87,8 @@ def build_session(
     # some other interface; the user's environment wins.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Python workers must see the same packages (numpy, pandas) as the driver.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name or platform.spark.app_name)
     session = configure_builder(builder, platform, testing=testing).getOrCreate()
     session.sparkContext.setLogLevel(platform.spark.log_level)
