@@ -85,3 +85,16 @@ def topic(broker: EmbeddedBroker) -> str:
     futures = admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
     futures[name].result(timeout=30)
     return name
+
+
+@pytest.fixture()
+def mlflow_platform(base_platform: PlatformConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformConfig:
+    """Per-test platform for model tests: a fresh lake and its own MLflow store
+    (``sqlite:///<tmp_path>/mlflow.db``, artifacts under ``<tmp_path>/mlflow``); no broker."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    data = base_platform.model_dump(mode="json")
+    data["lake_root"] = str(tmp_path / "lake")
+    data["checkpoint_root"] = str(tmp_path / "checkpoints")
+    data["mlflow"] = {"tracking_uri": uri, "home": str(tmp_path / "mlflow")}
+    return PlatformConfig.model_validate(data)

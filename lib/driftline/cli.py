@@ -135,20 +135,48 @@ def topics_create(ctx: Context, usecase: str) -> None:
 
 
 @main.command()
-@click.option("--events", default=10_000, show_default=True, help="How many events to publish.")
+@click.option("--usecase", default="fraud", show_default=True, help="Use case to run.")
+@click.option("--events", type=int, default=None,
+              help="How many events to publish [20000; 10000 with --smoke].")
+@click.option("--seed", default=7, show_default=True, help="Simulator seed.")
+@click.option("--smoke", is_flag=True, help="Only the smoke path: Kafka -> Structured Streaming -> Delta.")
 @click.option("--keep-broker", is_flag=True, help="Leave the embedded broker running afterwards.")
-@pass_ctx
-def demo(ctx: Context, events: int, keep_broker: bool) -> None:
-    """Run the end-to-end smoke path and say what it did.
+@click.pass_context
+def demo(click_ctx: click.Context, usecase: str, events: int | None, seed: int, smoke: bool,
+         keep_broker: bool) -> None:
+    """Run the end-to-end demo on the embedded defaults and say what it did.
 
-    Starts the embedded broker (unless bootstrap servers are configured),
-    publishes JSON events, streams them from Kafka into a Delta table with
-    Structured Streaming (trigger availableNow), and checks the table with an
+    Starts the embedded Kafka broker (unless bootstrap servers are configured),
+    publishes a simulated stream with labels, then submits each batch job with
+    ./spark-submit.sh: ingest, validate, build_features, train (MLflow run,
+    registry, quality gate) and batch_score; prints the Delta tables it wrote
+    and the registered model's aliases and metrics.
+
+    --smoke instead publishes plain JSON events, streams them from Kafka into
+    Delta with Structured Streaming (availableNow) and checks the table with an
     independent Delta reader (delta-rs).
     """
-    from driftline.demo import run_smoke
+    from driftline.demo import run_demo, run_smoke
 
-    run_smoke(ctx.platform, events=events, keep_broker=keep_broker, echo=click.echo)
+    ctx: Context = click_ctx.obj
+    if smoke:
+        run_smoke(ctx.platform, events=events or 10_000, keep_broker=keep_broker, echo=click.echo)
+    else:
+        run_demo(ctx.platform, usecase=usecase, events=events or 20_000, seed=seed, overrides=ctx.overrides,
+                 keep_broker=keep_broker, echo=click.echo)
+
+
+# Model registry commands (issue 5): promote, rollback, models.
+from driftline.cli_models import COMMANDS as _MODEL_COMMANDS  # noqa: E402
+
+for _command in _MODEL_COMMANDS:
+    main.add_command(_command)
+
+# Event simulator and producer (issue 3): simulate history, produce.
+from driftline.cli_simulate import produce, simulate  # noqa: E402
+
+main.add_command(simulate)
+main.add_command(produce)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -210,7 +210,12 @@ def _field_checks(f: FieldSpec, raw: Column, value: Column, is_id: bool) -> list
     checks: list[tuple[str, Column]] = []
     if f.required or is_id:
         checks.append((f"missing_required:{f.name}", raw.isNull()))
-    checks.append((f"wrong_type:{f.name}", raw.isNotNull() & value.isNull()))
+    wrong = raw.isNotNull() & value.isNull()
+    if f.type == "timestamp":
+        # Spark would read a bare number as epoch seconds (1.7e12 ms -> year 55840):
+        # a timestamp must arrive as text.
+        wrong = wrong | raw.rlike(r"^\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*$")
+    checks.append((f"wrong_type:{f.name}", wrong))
     below = value < F.lit(f.min) if f.min is not None else F.lit(False)
     above = value > F.lit(f.max) if f.max is not None else F.lit(False)
     if f.min is not None or f.max is not None:

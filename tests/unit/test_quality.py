@@ -89,6 +89,7 @@ def test_every_rule_quarantines_with_its_reason(spark: SparkSession) -> None:
         event(id="l1", note="too long"),                  # 12 longer than max_length
         event(id="x1", amount=500, kind="z"),             # 13 two rules: both listed, first is the reason
         event(id=..., user=...),                          # 14 the id is always required
+        event(id="w4", ts=1_700_000_000_000),             # 15 wrong type (epoch millis, not a time text)
     ]
     classified = classify(bronze(spark, values), event_dataset(usecase()))
     expected = spark.createDataFrame(
@@ -107,6 +108,7 @@ def test_every_rule_quarantines_with_its_reason(spark: SparkSession) -> None:
             (12, "too_long:note", ["too_long:note"]),
             (13, "out_of_range:amount", ["out_of_range:amount", "not_allowed:kind"]),
             (14, "missing_required:id", ["missing_required:id", "missing_required:user"]),
+            (15, "wrong_type:ts", ["wrong_type:ts"]),
         ],
         "offset long, reason string, reasons array<string>",
     )

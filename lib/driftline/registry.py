@@ -1,0 +1,420 @@
+"""The model registry: versions of ``<uc>-model``, aliases ``challenger`` and
+``champion``, the quality gate, promotion and rollback, all audited.
+
+Every change is a row in the Delta table ``audit/<uc>_model_events``
+(:data:`AUDIT_COLUMNS`). Rollback history lives in a model-version tag: when a
+version becomes champion it records the version it replaced in
+``driftline.previous_champion``, so :func:`rollback` walks back one step per
+call, as often as there is history::
+
+    v = register_version(spark, platform, uc, run_id)          # alias challenger
+    decision = gate_and_promote(spark, platform, uc, v, test_df, spec)
+    rollback(spark, platform, uc)                               # champion back to the previous one
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from driftline.config import PlatformConfig, UseCaseConfig
+from driftline.errors import DriftlineError
+from driftline.tracking import MODEL_ARTIFACT, SPEC_ARTIFACT, configure_mlflow
+from driftline.training import (
+    GateSpec,
+    ModelSpec,
+    evaluate,
+    gate_metric,
+    is_higher_better,
+    prepare,
+    read_training_table,
+    split_dataset,
+)
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_TAG = "driftline.previous_champion"
+AUDIT_SCHEMA = T.StructType([
+    T.StructField("event_time", T.TimestampType(), False),
+    T.StructField("action", T.StringType(), False),
+    T.StructField("model_name", T.StringType(), False),
+    T.StructField("from_version", T.IntegerType(), True),
+    T.StructField("to_version", T.IntegerType(), True),
+    T.StructField("reason", T.StringType(), True),
+    T.StructField("metrics", T.MapType(T.StringType(), T.DoubleType()), True),
+    T.StructField("run_id", T.StringType(), True),
+])
+AUDIT_COLUMNS = tuple(AUDIT_SCHEMA.fieldNames())
+ACTIONS = frozenset({"register", "promote", "rollback", "gate_refused"})
+
+
+class RegistryError(DriftlineError, RuntimeError):
+    """A registry operation cannot be done (no such version, no previous champion, ...)."""
+
+
+def model_name(uc: UseCaseConfig) -> str:
+    """``<uc>-model``, the registered model of a use case."""
+    return f"{uc.name}-model"
+
+
+def audit_path(platform: PlatformConfig, uc: UseCaseConfig) -> str:
+    return platform.table_path("audit", f"{uc.name}_model_events")
+
+
+def client_for(platform: PlatformConfig) -> MlflowClient:
+    """An MlflowClient on the platform's tracking/registry store (also set as MLflow's default)."""
+    uri = configure_mlflow(platform)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def record_event(
+    spark: SparkSession,
+    path: str,
+    *,
+    action: str,
+    model: str,
+    from_version: int | None = None,
+    to_version: int | None = None,
+    reason: str = "",
+    metrics: dict[str, float] | None = None,
+    run_id: str | None = None,
+    when: datetime | None = None,
+) -> None:
+    """Append one row to the audit Delta table at ``path``.
+
+    Example::
+
+        record_event(spark, audit_path(platform, uc), action="promote", model="fraud-model",
+                     from_version=1, to_version=2, reason="gate passed")
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"action: expected one of {sorted(ACTIONS)}, got {action!r}")
+    clean = {k: float(v) for k, v in (metrics or {}).items() if v is not None and not math.isnan(float(v))}
+    row = (when or datetime.now(UTC).replace(tzinfo=None), action, model, from_version, to_version, reason,
+           clean, run_id)
+    spark.createDataFrame([row], AUDIT_SCHEMA).write.format("delta").mode("append").save(path)
+    log.info("audit %s %s: %s -> %s (%s)", model, action, from_version, to_version, reason)
+
+
+def read_events(spark: SparkSession, path: str) -> DataFrame:
+    """The audit table ordered by time (an empty frame when nothing was recorded yet)."""
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, path):
+        return spark.createDataFrame([], AUDIT_SCHEMA)
+    return spark.read.format("delta").load(path).orderBy("event_time")
+
+
+# --------------------------------------------------------------------------- versions and aliases
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> int | None:
+    """The version behind ``alias``, or None when the alias (or the model) does not exist."""
+    try:
+        return int(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def register_version(
+    spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, run_id: str,
+    metrics: dict[str, float] | None = None,
+) -> int:
+    """Register the run's model as a new version of ``<uc>-model``, alias it
+    ``challenger`` and audit ``register``. Returns the version number.
+
+    Example::
+
+        version = register_version(spark, platform, uc, run.info.run_id)
+    """
+    if not run_id:
+        raise ValueError("run_id: expected an MLflow run id, got an empty value")
+    client = client_for(platform)
+    name = model_name(uc)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=f"driftline model of use case {uc.name}")
+    mv = mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name)
+    version = int(mv.version)
+    previous = alias_version(client, name, CHALLENGER)
+    client.set_registered_model_alias(name, CHALLENGER, str(version))
+    record_event(spark, audit_path(platform, uc), action="register", model=name, from_version=previous,
+                 to_version=version, reason=f"registered from run {run_id}; alias {CHALLENGER}",
+                 metrics=metrics, run_id=run_id)
+    return version
+
+
+def list_versions(platform: PlatformConfig, uc: UseCaseConfig) -> list[dict[str, Any]]:
+    """Every version of ``<uc>-model``, newest first: version, aliases, run id, test metrics.
+
+    Example::
+
+        list_versions(platform, uc)[0]  # {'version': 3, 'aliases': ['challenger'], 'run_id': ..., ...}
+    """
+    client = client_for(platform)
+    name = model_name(uc)
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException:
+        return []
+    by_version: dict[int, list[str]] = {}
+    for alias, v in aliases.items():
+        by_version.setdefault(int(v), []).append(alias)
+    out = []
+    for mv in client.search_model_versions(f"name='{name}'"):
+        metrics: dict[str, float] = {}
+        if mv.run_id:
+            run = client.get_run(mv.run_id)
+            metrics = {k[len("test_"):]: v for k, v in run.data.metrics.items() if k.startswith("test_")}
+        out.append({
+            "version": int(mv.version), "aliases": sorted(by_version.get(int(mv.version), [])),
+            "run_id": mv.run_id, "created": mv.creation_timestamp, "metrics": metrics,
+        })
+    return sorted(out, key=lambda r: -r["version"])
+
+
+def load_alias(platform: PlatformConfig, uc: UseCaseConfig, alias: str = CHAMPION) -> tuple[PipelineModel, int]:
+    """Load the Spark model behind ``alias`` (natively, a PipelineModel) and its version.
+
+    Example::
+
+        model, version = load_alias(platform, uc, "champion")
+        model.transform(df)
+    """
+    import mlflow.spark
+
+    client = client_for(platform)
+    name = model_name(uc)
+    version = alias_version(client, name, alias)
+    if version is None:
+        raise RegistryError(f"alias: model {name} has no version with alias {alias!r}")
+    # by version, not by alias: the alias may move between the two calls
+    model = mlflow.spark.load_model(f"models:/{name}/{version}")
+    return model, version
+
+
+# --------------------------------------------------------------------------- gate
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a challenger may become champion, and why."""
+
+    passed: bool
+    reason: str
+    metric: str
+    challenger: float
+    champion: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        out = {f"challenger_{self.metric}": self.challenger}
+        if self.champion is not None:
+            out[f"champion_{self.metric}"] = self.champion
+        return out
+
+
+def gate_decision(metric: str, challenger: float, champion: float | None, gate: GateSpec) -> GateDecision:
+    """The quality gate as a pure function of the two metrics on the same test data.
+
+    The challenger passes when its metric is a number, within ``gate.min``/``gate.max``,
+    and no worse than the champion's by more than ``gate.tolerance``::
+
+        >>> gate_decision("roc_auc", 0.80, 0.81, GateSpec(tolerance=0.005)).passed
+        False
+        >>> gate_decision("rmse", 4.02, 4.0, GateSpec(tolerance=0.05)).passed
+        True
+    """
+    if not isinstance(gate, GateSpec):
+        raise TypeError(f"gate: expected GateSpec, got {type(gate).__name__}")
+    higher = is_higher_better(metric)
+
+    def refuse(reason: str) -> GateDecision:
+        return GateDecision(False, reason, metric, challenger, champion)
+
+    if challenger is None or math.isnan(challenger):
+        return refuse(f"challenger {metric} is NaN")
+    if gate.min is not None and challenger < gate.min:
+        return refuse(f"challenger {metric} {challenger:.6g} is below the minimum {gate.min}")
+    if gate.max is not None and challenger > gate.max:
+        return refuse(f"challenger {metric} {challenger:.6g} is above the maximum {gate.max}")
+    if champion is None or math.isnan(champion):
+        return GateDecision(True, f"no comparable champion; {metric} {challenger:.6g} passes the checks",
+                            metric, challenger, champion)
+    if higher:
+        ok = challenger >= champion - gate.tolerance
+        cmp = "at least" if ok else "below"
+    else:
+        ok = challenger <= champion + gate.tolerance
+        cmp = "at most" if ok else "above"
+    reason = (f"challenger {metric} {challenger:.6g} is {cmp} champion's {champion:.6g} "
+              f"(tolerance {gate.tolerance}) on the same test data")
+    return GateDecision(ok, reason, metric, challenger, champion)
+
+
+def evaluate_gate(
+    platform: PlatformConfig, uc: UseCaseConfig, spec: ModelSpec, test_df: DataFrame,
+    challenger_metrics: dict[str, float],
+) -> tuple[GateDecision, int | None]:
+    """Re-score the current champion on ``test_df`` (the challenger's test set) and
+    decide; returns the decision and the champion version (None if there is none)."""
+    client = client_for(platform)
+    name = model_name(uc)
+    metric = gate_metric(spec, uc.label.kind)
+    if metric not in challenger_metrics:
+        raise ValueError(f"model.gate.metric: {metric!r} is not among the test metrics {sorted(challenger_metrics)}")
+    champion_version = alias_version(client, name, CHAMPION)
+    champion_value: float | None = None
+    if champion_version is not None:
+        champion_model, champion_version = load_alias(platform, uc, CHAMPION)
+        champion_value = evaluate(champion_model, test_df, uc.label.kind, uc.label.field, spec.threshold)[metric]
+    return gate_decision(metric, float(challenger_metrics[metric]), champion_value, spec.gate), champion_version
+
+
+def _set_champion(
+    spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, version: int, *, action: str, reason: str,
+    metrics: dict[str, float] | None = None, record_previous: bool = True,
+) -> int | None:
+    client = client_for(platform)
+    name = model_name(uc)
+    current = alias_version(client, name, CHAMPION)
+    if record_previous and current is not None and current != version:
+        client.set_model_version_tag(name, str(version), PREVIOUS_TAG, str(current))
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    run_id = client.get_model_version(name, str(version)).run_id
+    record_event(spark, audit_path(platform, uc), action=action, model=name, from_version=current,
+                 to_version=version, reason=reason, metrics=metrics, run_id=run_id)
+    return current
+
+
+def gate_and_promote(
+    spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, version: int, test_df: DataFrame,
+    spec: ModelSpec, challenger_metrics: dict[str, float],
+) -> GateDecision:
+    """Run the gate for ``version`` against the champion on ``test_df``; promote it
+    when it passes, else audit ``gate_refused`` and leave the champion alone.
+
+    Example::
+
+        decision = gate_and_promote(spark, platform, uc, 3, splits.test, spec, result.metrics)
+    """
+    decision, champion = evaluate_gate(platform, uc, spec, test_df, challenger_metrics)
+    name = model_name(uc)
+    if decision.passed:
+        _set_champion(spark, platform, uc, version, action="promote", reason=f"gate passed: {decision.reason}",
+                      metrics=decision.metrics())
+    else:
+        client = client_for(platform)
+        run_id = client.get_model_version(name, str(version)).run_id
+        record_event(spark, audit_path(platform, uc), action="gate_refused", model=name, from_version=champion,
+                     to_version=version, reason=decision.reason, metrics=decision.metrics(), run_id=run_id)
+    log.info("gate for %s v%d: %s", name, version, decision.reason)
+    return decision
+
+
+def rebuild_test_set(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, version: int
+                         ) -> tuple[DataFrame, ModelSpec, dict[str, float]]:
+    """Rebuild a registered version's test set from its run's lineage (Delta path,
+    version, logged model spec); returns it with that spec and the run's test metrics."""
+    client = client_for(platform)
+    mv = client.get_model_version(model_name(uc), str(version))
+    if not mv.run_id:
+        raise RegistryError(f"version: {model_name(uc)} v{version} has no run to rebuild its test set from")
+    run = client.get_run(mv.run_id)
+    params = run.data.params
+    spec = ModelSpec.model_validate(mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{SPEC_ARTIFACT}"))
+    df, _ = read_training_table(spark, params["data.path"], int(params["data.version"]))
+    test = split_dataset(prepare(df, uc, spec), uc, spec.split).test
+    metrics = {k[len("test_"):]: v for k, v in run.data.metrics.items() if k.startswith("test_")}
+    return test, spec, metrics
+
+
+def promote(
+    spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, version: int | None = None, *,
+    force: bool = False, reason: str = "manual promotion",
+) -> GateDecision | None:
+    """Make ``version`` (default: the challenger) champion.
+
+    Without ``force`` the gate runs first on the version's own test set, rebuilt
+    from its lineage; with ``force`` it is skipped (audited as such). Returns the
+    gate decision, or None when forced.
+
+    Example::
+
+        promote(spark, platform, uc)                 # the challenger, through the gate
+        promote(spark, platform, uc, 2, force=True)  # version 2, no questions asked
+    """
+    client = client_for(platform)
+    name = model_name(uc)
+    if version is None:
+        version = alias_version(client, name, CHALLENGER)
+        if version is None:
+            raise RegistryError(f"version: {name} has no {CHALLENGER!r}; pass a version explicitly")
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException as e:
+        raise RegistryError(f"version: {name} has no version {version}") from e
+    if force:
+        _set_champion(spark, platform, uc, version, action="promote", reason=f"{reason} (forced, gate skipped)")
+        return None
+    test, spec, metrics = rebuild_test_set(spark, platform, uc, version)
+    return gate_and_promote(spark, platform, uc, version, test, spec, metrics)
+
+
+def rollback(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, reason: str = "manual rollback"
+             ) -> int:
+    """Point ``champion`` back at the version it replaced; returns that version.
+
+    Example::
+
+        rollback(spark, platform, uc)  # e.g. 1, when version 2 had replaced version 1
+    """
+    client = client_for(platform)
+    name = model_name(uc)
+    current = alias_version(client, name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"{name} has no champion to roll back")
+    tags = client.get_model_version(name, str(current)).tags
+    previous = tags.get(PREVIOUS_TAG)
+    if not previous:
+        raise RegistryError(f"{name} v{current} has no previous champion to roll back to")
+    _set_champion(spark, platform, uc, int(previous), action="rollback", reason=reason, record_previous=False)
+    return int(previous)
+
+
+def events_as_dicts(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig) -> list[dict[str, Any]]:
+    """The audit rows as dicts (small table), oldest first, for the CLI and tests."""
+    rows = read_events(spark, audit_path(platform, uc)).collect()
+    return [{**r.asDict(), "metrics": dict(r["metrics"] or {})} for r in rows]
+
+
+def format_versions(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of :func:`list_versions` output.
+
+        >>> print(format_versions([{"version": 2, "aliases": ["champion"], "run_id": "abc", "metrics": {"rmse": 1.5}}]))
+        version  aliases   run_id  metrics
+        2        champion  abc     {"rmse": 1.5}
+    """
+    header = ("version", "aliases", "run_id", "metrics")
+    body = [(str(r["version"]), ",".join(r["aliases"]) or "-", str(r["run_id"]),
+             json.dumps({k: round(v, 4) for k, v in sorted(r["metrics"].items())})) for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=False)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in [header, *body]]
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""MLflow wiring: where runs go and what every training run records.
+
+The tracking store is ``mlflow.tracking_uri`` or a local SQLite file under
+``mlflow.home``; artifacts of a local store live next to it (never in the
+current directory). A training run records enough to reproduce and audit it::
+
+    uri = configure_mlflow(platform)
+    with mlflow.start_run(experiment_id=experiment_for(platform, uc)) as run:
+        log_training_run(result, spec=spec, uc=uc, platform=platform, data=DataRef(path, 3),
+                         profile=profile, input_example=example)
+
+Lineage params: ``data.path``, ``data.version``, ``git.commit``,
+``config.platform_hash``, ``config.usecase_hash``, ``config.model_hash``,
+``seed``, ``spark.version``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from driftline.config import PROJECT_ROOT, PlatformConfig, UseCaseConfig, config_hash
+from driftline.training import ModelSpec, TrainResult
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT = "model"
+PROFILE_ARTIFACT = "reference_profile.json"
+SPEC_ARTIFACT = "model_spec.json"
+SEARCH_ARTIFACT = "search_results.json"
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """A Delta table pinned at a version: what a model was trained on."""
+
+    path: str
+    version: int
+
+
+def tracking_uri(platform: PlatformConfig) -> str:
+    """The tracking (and registry) URI the platform config points at."""
+    return platform.mlflow.resolved_tracking_uri(Path(platform.base_dir))
+
+
+def artifact_location(platform: PlatformConfig) -> str | None:
+    """Artifacts of a local store go to ``<mlflow.home>/artifacts``; a server decides its own."""
+    uri = tracking_uri(platform)
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        return Path(platform.path(platform.mlflow.home), "artifacts").resolve().as_uri()
+    return None
+
+
+def configure_mlflow(platform: PlatformConfig) -> str:
+    """Point MLflow's tracking and registry at the platform's store; returns the URI.
+
+    Example::
+
+        configure_mlflow(platform)  # 'sqlite:////…/.driftline/mlflow/mlflow.db'
+    """
+    uri = tracking_uri(platform)
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def experiment_for(platform: PlatformConfig, uc: UseCaseConfig) -> str:
+    """The id of experiment ``driftline-<uc>``, created (with the local artifact root) if missing."""
+    name = f"driftline-{uc.name}"
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    return str(client.create_experiment(name, artifact_location=artifact_location(platform)))
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """``git rev-parse HEAD`` of the project, or ``"unknown"`` outside a git checkout.
+
+        >>> len(git_commit()) in (40, 7)
+        True
+    """
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=str(cwd or PROJECT_ROOT), capture_output=True, text=True,
+            timeout=10, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = out.stdout.strip()
+    return commit or "unknown"
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements of a logged Spark model (inference would take ~20 s)."""
+    import pyspark
+
+    return [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}", f"pandas=={pd.__version__}"]
+
+
+def lineage_params(
+    uc: UseCaseConfig, spec: ModelSpec, platform: PlatformConfig, data: DataRef, spark_version: str
+) -> dict[str, str]:
+    """The lineage every run carries as params (and tags)."""
+    return {
+        "usecase": uc.name,
+        "data.path": data.path,
+        "data.version": str(data.version),
+        "git.commit": git_commit(),
+        "config.platform_hash": platform.digest(),
+        "config.usecase_hash": uc.digest(),
+        "config.model_hash": config_hash(spec.model_dump(mode="json")),
+        "seed": str(spec.split.seed),
+        "spark.version": spark_version,
+    }
+
+
+def spec_params(spec: ModelSpec) -> dict[str, str]:
+    """The model spec flattened into MLflow params (values truncated to MLflow's limit)."""
+    flat = {
+        "estimator": spec.estimator,
+        "numeric": ",".join(spec.numeric),
+        "categorical": ",".join(spec.categorical),
+        "impute": spec.impute,
+        "scale": str(spec.scale),
+        "pca.k": str(spec.pca.k) if spec.pca else "none",
+        "threshold": str(spec.threshold),
+        "split.method": spec.split.method,
+        "split.fractions": json.dumps(list(spec.split.fractions)),
+        "search.method": spec.search.method,
+        "search.n": str(spec.search.n),
+        "search.validation": spec.search.validation,
+        "search.space": json.dumps(spec.search.params, sort_keys=True),
+        **{f"estimator.{k}": json.dumps(v) for k, v in sorted(spec.estimator_params.items())},
+    }
+    return {k: v[:6000] for k, v in flat.items()}
+
+
+def log_training_run(
+    result: TrainResult,
+    *,
+    spec: ModelSpec,
+    uc: UseCaseConfig,
+    platform: PlatformConfig,
+    data: DataRef,
+    spark_version: str,
+    profile: dict[str, Any],
+    input_example: pd.DataFrame,
+) -> str:
+    """Log params, lineage, search results, test metrics, the reference profile and
+    the Spark model (signature, input example, explicit pip requirements) into the
+    active run; returns the logged model's URI.
+
+    Example::
+
+        with mlflow.start_run(experiment_id=experiment_for(platform, uc)):
+            uri = log_training_run(result, spec=spec, uc=uc, platform=platform, data=ref,
+                                   spark_version=spark.version, profile=profile, input_example=example)
+    """
+    if mlflow.active_run() is None:
+        raise ValueError("log_training_run: needs an active MLflow run (use mlflow.start_run())")
+    from mlflow.models import infer_signature
+    from mlflow.spark import log_model
+
+    lineage = lineage_params(uc, spec, platform, data, spark_version)
+    mlflow.log_params({**lineage, **spec_params(spec), **{f"rows.{k}": str(v) for k, v in result.rows.items()}})
+    mlflow.log_params({f"best.{k}": json.dumps(v) for k, v in result.best_params.items()})
+    mlflow.set_tags({f"driftline.{k}": v for k, v in lineage.items()})
+    mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.metrics.items()})
+    mlflow.log_table(pd.DataFrame(result.search_results), SEARCH_ARTIFACT)
+    mlflow.log_dict(profile, PROFILE_ARTIFACT)
+    mlflow.log_dict(spec.model_dump(mode="json"), SPEC_ARTIFACT)
+
+    output = pd.DataFrame({"prediction": [0.0] * len(input_example)})
+    signature = infer_signature(input_example, output)
+    info = log_model(
+        result.model, artifact_path=MODEL_ARTIFACT, signature=signature, input_example=input_example,
+        pip_requirements=pip_requirements(),
+    )
+    return str(info.model_uri)

@@ -1,0 +1,641 @@
+"""Model training: a Spark ML pipeline declared in a use case's ``model:`` section.
+
+Nothing here branches on a use case's name; the label kind (binary or
+regression) and the estimator name decide. The pieces compose::
+
+    spec = model_spec(uc)                                  # validated `model:` section
+    df, version = read_training_table(spark, path)         # pinned Delta version
+    check_columns(df, uc, spec)                            # clear error naming missing columns
+    splits = split_dataset(df, uc, spec.split)             # train / validation / test
+    result = fit(splits, uc, spec)                         # pipeline + hyper-parameter search
+    result.metrics                                         # held-out test metrics
+
+``model:`` schema (every key but ``numeric``/``categorical`` has a default)::
+
+    model:
+      numeric: [amount, cust_txn_count_1h]       # cast to double, imputed
+      categorical: [merchant_category, country]   # StringIndexer(keep) + OneHotEncoder
+      estimator: logistic_regression              # | random_forest | gbt | linear_regression | gbt_regressor
+      estimator_params: {maxIter: 50}             # fixed params of the estimator
+      impute: median                              # | mean
+      scale: true                                 # StandardScaler
+      pca: null                                   # or {k: 5}
+      threshold: 0.5                              # binary: score >= threshold is class 1
+      split: {method: time, fractions: [0.7, 0.15, 0.15], seed: 42}   # | random (hash of event id)
+      search: {method: grid, n: 4, params: {regParam: [0.0, 0.1]},
+               validation: train_validation_split, folds: 3, parallelism: 2, metric: roc_auc}
+      gate: {metric: roc_auc, tolerance: 0.005, min: 0.6, max: null}
+      profile: {bins: 10}
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pyspark.ml import Estimator, Pipeline, PipelineModel, Transformer
+from pyspark.ml.classification import GBTClassifier, LogisticRegression, RandomForestClassifier
+from pyspark.ml.evaluation import BinaryClassificationEvaluator, Evaluator, RegressionEvaluator
+from pyspark.ml.feature import (
+    PCA,
+    Imputer,
+    OneHotEncoder,
+    SQLTransformer,
+    StandardScaler,
+    StringIndexer,
+    VectorAssembler,
+)
+from pyspark.ml.functions import vector_to_array
+from pyspark.ml.param import Param
+from pyspark.ml.regression import GBTRegressor, LinearRegression
+from pyspark.ml.tuning import CrossValidator, CrossValidatorModel, ParamGridBuilder, TrainValidationSplit
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from driftline.config import UseCaseConfig
+from driftline.errors import ConfigError, DriftlineError
+
+log = logging.getLogger(__name__)
+
+LabelKind = Literal["binary", "regression"]
+
+CLASSIFIERS: dict[str, Any] = {
+    "logistic_regression": LogisticRegression,
+    "random_forest": RandomForestClassifier,
+    "gbt": GBTClassifier,
+}
+REGRESSORS: dict[str, Any] = {
+    "linear_regression": LinearRegression,
+    "gbt_regressor": GBTRegressor,
+}
+# Metrics where a smaller value is better; every other metric is higher-is-better.
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse"})
+DEFAULT_METRIC: dict[str, str] = {"binary": "roc_auc", "regression": "rmse"}
+
+SCORE_COL = "score"
+FEATURES_COL = "_dl_assembled"
+PREFIX = "_dl_"
+
+
+class ModelSpecError(ConfigError):
+    """The ``model:`` section of a use case is invalid."""
+
+
+class TrainingDataError(DriftlineError, ValueError):
+    """The training data is unusable: not a Delta table, no commits, an empty split."""
+
+
+class MissingColumnsError(TrainingDataError):
+    """The training table lacks columns the ``model:`` section or the use case needs."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitSpec(_Strict):
+    """How rows are split into train / validation / test."""
+
+    method: Literal["time", "random"] = "time"
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 42
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f <= 0 for f in v) or not math.isclose(sum(v), 1.0, abs_tol=1e-6):
+            raise ValueError(f"expected three positive fractions summing to 1, got {list(v)}")
+        return v
+
+
+class SearchSpec(_Strict):
+    """Hyper-parameter search: a grid or ``n`` seeded random samples of ``params``."""
+
+    method: Literal["grid", "random"] = "grid"
+    n: int = Field(4, ge=1)
+    params: dict[str, list[Any] | dict[str, Any]] = Field(default_factory=dict)
+    validation: Literal["train_validation_split", "cross_validation"] = "train_validation_split"
+    folds: int = Field(3, ge=2)
+    parallelism: int = Field(1, ge=1)
+    metric: str | None = None
+
+
+class GateSpec(_Strict):
+    """The quality gate a challenger must pass to become champion."""
+
+    metric: str | None = None
+    tolerance: float = Field(0.005, ge=0)
+    min: float | None = None
+    max: float | None = None
+
+
+class ProfileSpec(_Strict):
+    bins: int = Field(10, ge=2)
+
+
+class PcaSpec(_Strict):
+    k: int = Field(ge=1)
+
+
+class ModelSpec(_Strict):
+    """The validated ``model:`` section of a use case (see the module docstring)."""
+
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    estimator: str
+    estimator_params: dict[str, Any] = Field(default_factory=dict)
+    impute: Literal["median", "mean"] = "median"
+    scale: bool = True
+    pca: PcaSpec | None = None
+    threshold: float = Field(0.5, gt=0, lt=1)
+    split: SplitSpec = SplitSpec()
+    search: SearchSpec = SearchSpec()
+    gate: GateSpec = GateSpec()
+    profile: ProfileSpec = ProfileSpec()
+
+    @model_validator(mode="after")
+    def _features(self) -> ModelSpec:
+        if not self.numeric and not self.categorical:
+            raise ValueError("numeric/categorical: at least one feature column is needed")
+        both = sorted(set(self.numeric) & set(self.categorical))
+        if both:
+            raise ValueError(f"columns {both} are listed as both numeric and categorical")
+        if self.estimator not in CLASSIFIERS and self.estimator not in REGRESSORS:
+            raise ValueError(f"estimator: got {self.estimator!r}, expected one of {sorted({**CLASSIFIERS, **REGRESSORS})}")
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+def model_spec(uc: UseCaseConfig) -> ModelSpec:
+    """Validate ``uc.model`` against the label kind; errors name the key.
+
+    Example::
+
+        spec = model_spec(load_usecase("fraud"))
+        spec.estimator  # 'logistic_regression'
+    """
+    try:
+        spec = ModelSpec.model_validate(uc.model)
+    except ValidationError as e:
+        details = "; ".join(
+            f"model.{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in e.errors()
+        )
+        raise ModelSpecError(f"usecase {uc.name}: {details}") from e
+    allowed = CLASSIFIERS if uc.label.kind == "binary" else REGRESSORS
+    if spec.estimator not in allowed:
+        raise ModelSpecError(
+            f"usecase {uc.name}: model.estimator: got {spec.estimator!r}, but label.kind is "
+            f"{uc.label.kind!r}: expected one of {sorted(allowed)}"
+        )
+    return spec
+
+
+def is_higher_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` means a better model.
+
+        >>> is_higher_better("roc_auc"), is_higher_better("rmse")
+        (True, False)
+    """
+    return metric not in LOWER_IS_BETTER
+
+
+def gate_metric(spec: ModelSpec, kind: LabelKind) -> str:
+    """The metric the gate compares: ``model.gate.metric`` or the kind's default."""
+    return spec.gate.metric or DEFAULT_METRIC[kind]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def read_training_table(spark: SparkSession, path: str, version: int | None = None) -> tuple[DataFrame, int]:
+    """Read a Delta table pinned at ``version`` (default: its latest) and return it with that version.
+
+    Example::
+
+        df, v = read_training_table(spark, platform.table_path("gold", "fraud_features_offline"))
+    """
+    if not path:
+        raise ValueError("path: expected a Delta table path, got an empty string")
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, path):
+        raise TrainingDataError(f"path: {path} is not a Delta table (run the feature job first)")
+    if version is None:
+        row = DeltaTable.forPath(spark, path).history(1).select("version").first()
+        if row is None:
+            raise TrainingDataError(f"path: {path} has no commits")
+        version = int(row["version"])
+    if version < 0:
+        raise ValueError(f"version: expected a Delta version >= 0, got {version}")
+    df = spark.read.format("delta").option("versionAsOf", version).load(path)
+    return df, version
+
+
+def check_columns(df: DataFrame, uc: UseCaseConfig, spec: ModelSpec) -> None:
+    """Raise :class:`MissingColumnsError` naming every column the model needs but ``df`` lacks."""
+    needed = [uc.event_id, uc.entity_key, uc.event_time, uc.label.field, *spec.features]
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise MissingColumnsError(
+            f"training table lacks columns {missing} (model.numeric/model.categorical or the use case's keys); "
+            f"it has {sorted(df.columns)}"
+        )
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The three parts, and the whole frame tagged with ``_dl_split`` (0 train, 1 validation, 2 test)."""
+
+    train: DataFrame
+    validation: DataFrame
+    test: DataFrame
+    tagged: DataFrame
+
+    def counts(self) -> dict[str, int]:
+        """Rows per part, in one aggregation."""
+        got = {int(r["_dl_split"]): int(r["n"]) for r in
+               self.tagged.groupBy("_dl_split").agg(F.count(F.lit(1)).alias("n")).collect()}
+        return {"train": got.get(0, 0), "validation": got.get(1, 0), "test": got.get(2, 0)}
+
+
+def split_dataset(df: DataFrame, uc: UseCaseConfig, split: SplitSpec) -> Splits:
+    """Split into train / validation / test, deterministically.
+
+    ``time``: by event-time cut points at the cumulative fractions (exact
+    quantiles), so the test set is the most recent data. ``random``: by a seeded
+    hash of the event id, so the assignment does not depend on partitioning.
+
+    Example::
+
+        s = split_dataset(df, uc, SplitSpec(method="random", seed=7))
+        s.test.count()
+    """
+    if not isinstance(split, SplitSpec):
+        raise TypeError(f"split: expected SplitSpec, got {type(split).__name__}")
+    f_train, f_val, _ = split.fractions
+    if split.method == "time":
+        t = F.col(uc.event_time).cast("timestamp").cast("double")
+        cuts = df.select(t.alias("_t")).approxQuantile("_t", [f_train, f_train + f_val], 0.0)
+        if len(cuts) < 2:
+            raise TrainingDataError(f"split: no rows with a non-null {uc.event_time} to split by time")
+        c1, c2 = cuts
+        bucket = F.when(t <= F.lit(c1), 0).when(t <= F.lit(c2), 1).otherwise(2)
+    else:
+        u = (F.abs(F.xxhash64(F.col(uc.event_id).cast("string"), F.lit(split.seed))) % 1_000_000) / 1_000_000.0
+        bucket = F.when(u < F.lit(f_train), 0).when(u < F.lit(f_train + f_val), 1).otherwise(2)
+    tagged = df.withColumn("_dl_split", bucket)
+    parts = [tagged.where(F.col("_dl_split") == i).drop("_dl_split") for i in range(3)]
+    return Splits(train=parts[0], validation=parts[1], test=parts[2], tagged=tagged)
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def make_estimator(spec: ModelSpec, label_col: str, seed: int, features_col: str = FEATURES_COL) -> Estimator:
+    """The configured estimator, reading ``features_col``, with ``seed`` where it has one."""
+    cls = {**CLASSIFIERS, **REGRESSORS}[spec.estimator]
+    est: Estimator = cls(featuresCol=features_col, labelCol=label_col, predictionCol="prediction")
+    if est.hasParam("seed"):
+        est.set(est.getParam("seed"), seed)
+    for name, value in spec.estimator_params.items():
+        _set_param(est, name, value, "model.estimator_params")
+    return est
+
+
+def _set_param(est: Estimator, name: str, value: Any, where: str) -> None:
+    if not est.hasParam(name):
+        raise ModelSpecError(f"{where}.{name}: {type(est).__name__} has no parameter {name!r}")
+    est.set(est.getParam(name), value)
+
+
+def feature_stages(spec: ModelSpec) -> tuple[list[Any], str]:
+    """The preprocessing stages (cast → Imputer → StringIndexer/OneHotEncoder →
+    VectorAssembler → StandardScaler → optional PCA) and the vector column they produce.
+
+    Casting lives inside the pipeline (an SQLTransformer), so the logged model
+    scores raw feature rows on its own, in batch and in streaming.
+    """
+    stages: list[Any] = []
+    num_cast = [f"{PREFIX}num_{c}" for c in spec.numeric]
+    num_imp = [f"{PREFIX}imp_{c}" for c in spec.numeric]
+    if spec.numeric:
+        casts = ", ".join(f"CAST(`{c}` AS DOUBLE) AS `{o}`" for c, o in zip(spec.numeric, num_cast, strict=True))
+        stages.append(SQLTransformer(statement=f"SELECT *, {casts} FROM __THIS__"))
+        stages.append(Imputer(inputCols=num_cast, outputCols=num_imp, strategy=spec.impute))
+    cat_idx = [f"{PREFIX}idx_{c}" for c in spec.categorical]
+    cat_ohe = [f"{PREFIX}ohe_{c}" for c in spec.categorical]
+    if spec.categorical:
+        stages.append(StringIndexer(inputCols=spec.categorical, outputCols=cat_idx, handleInvalid="keep"))
+        stages.append(OneHotEncoder(inputCols=cat_idx, outputCols=cat_ohe, handleInvalid="keep"))
+    current = FEATURES_COL
+    stages.append(VectorAssembler(inputCols=num_imp + cat_ohe, outputCol=current, handleInvalid="keep"))
+    if spec.scale:
+        stages.append(StandardScaler(inputCol=current, outputCol=f"{PREFIX}scaled", withMean=False, withStd=True))
+        current = f"{PREFIX}scaled"
+    if spec.pca is not None:
+        stages.append(PCA(k=spec.pca.k, inputCol=current, outputCol=f"{PREFIX}pca"))
+        current = f"{PREFIX}pca"
+    return stages, current
+
+
+def build_pipeline(spec: ModelSpec, label_col: str, seed: int = 42) -> Pipeline:
+    """The whole Spark ML pipeline: :func:`feature_stages` then the estimator.
+
+    Example::
+
+        model = build_pipeline(spec, "is_fraud").fit(train)
+    """
+    stages, features_col = feature_stages(spec)
+    return Pipeline(stages=[*stages, make_estimator(spec, label_col, seed, features_col=features_col)])
+
+
+# --------------------------------------------------------------------------- search
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def sample_values(name: str, domain: list[Any] | Mapping[str, Any], n: int, rng: np.random.Generator) -> list[Any]:
+    """``n`` seeded samples of one parameter: uniform over a list of values, or over a
+    ``{min, max, log}`` range (integers if both bounds are integers).
+
+        >>> sample_values("maxDepth", {"min": 2, "max": 5}, 3, np.random.default_rng(0))
+        [5, 4, 4]
+    """
+    if isinstance(domain, list):
+        if not domain:
+            raise ModelSpecError(f"model.search.params.{name}: empty list of values")
+        return [domain[int(i)] for i in rng.integers(0, len(domain), size=n)]
+    if not {"min", "max"} <= set(domain):
+        raise ModelSpecError(f"model.search.params.{name}: expected a list or {{min, max, log}}, got {dict(domain)}")
+    lo, hi, log_scale = domain["min"], domain["max"], bool(domain.get("log", False))
+    if not hi >= lo:
+        raise ModelSpecError(f"model.search.params.{name}: max {hi} is below min {lo}")
+    if _is_int(lo) and _is_int(hi) and not log_scale:
+        return [int(v) for v in rng.integers(lo, hi + 1, size=n)]
+    if log_scale:
+        if lo <= 0:
+            raise ModelSpecError(f"model.search.params.{name}: log scale needs min > 0, got {lo}")
+        return [float(v) for v in np.exp(rng.uniform(math.log(lo), math.log(hi), size=n))]
+    return [float(v) for v in rng.uniform(lo, hi, size=n)]
+
+
+def candidate_params(search: SearchSpec, seed: int = 42) -> list[dict[str, Any]]:
+    """The candidates as plain ``{param: value}`` dicts: the full grid, or ``n``
+    random samples from a numpy Generator seeded with ``seed`` (duplicates dropped, order kept).
+
+        >>> candidate_params(SearchSpec(method="grid", params={"a": [1, 2], "b": [0.1]}))
+        [{'a': 1, 'b': 0.1}, {'a': 2, 'b': 0.1}]
+    """
+    names = sorted(search.params)
+    if not names:
+        return [{}]
+    if search.method == "grid":
+        for n in names:
+            if not isinstance(search.params[n], list):
+                raise ModelSpecError(f"model.search.params.{n}: grid search needs a list of values")
+        return [dict(zip(names, combo, strict=True)) for combo in product(*(search.params[n] for n in names))]
+    rng = np.random.default_rng(seed)
+    columns = {n: sample_values(n, search.params[n], search.n, rng) for n in names}
+    out: list[dict[str, Any]] = []
+    for i in range(search.n):
+        cand = {n: columns[n][i] for n in names}
+        if cand not in out:
+            out.append(cand)
+    return out
+
+
+def param_maps(estimator: Estimator, candidates: Sequence[Mapping[str, Any]]) -> list[dict[Param, Any]]:
+    """Spark ``ParamMap``s for ``estimator`` from plain candidates (built with ParamGridBuilder)."""
+    maps: list[dict[Param, Any]] = []
+    for cand in candidates:
+        builder = ParamGridBuilder()
+        for name, value in cand.items():
+            if not estimator.hasParam(name):
+                raise ModelSpecError(f"model.search.params.{name}: {type(estimator).__name__} has no parameter {name!r}")
+            builder.addGrid(estimator.getParam(name), [value])
+        maps.extend(builder.build())
+    return maps
+
+
+def search_evaluator(metric: str, kind: LabelKind, label_col: str) -> Evaluator:
+    """The Spark evaluator the search maximises or minimises."""
+    if kind == "binary":
+        names = {"roc_auc": "areaUnderROC", "pr_auc": "areaUnderPR"}
+        if metric not in names:
+            raise ModelSpecError(f"model.search.metric: got {metric!r}, expected one of {sorted(names)} for binary")
+        ev = BinaryClassificationEvaluator(labelCol=label_col, rawPredictionCol="rawPrediction")
+        return ev.setMetricName(names[metric])  # type: ignore[arg-type]
+    names = {"rmse": "rmse", "mae": "mae", "r2": "r2", "mse": "mse"}
+    if metric not in names:
+        raise ModelSpecError(f"model.search.metric: got {metric!r}, expected one of {sorted(names)} for regression")
+    reg = RegressionEvaluator(labelCol=label_col, predictionCol="prediction")
+    return reg.setMetricName(names[metric])  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- scoring and metrics
+
+
+def score_column(kind: LabelKind) -> Column:
+    """The score a model output carries: P(class 1) for binary, the prediction for regression."""
+    if kind == "binary":
+        return vector_to_array(F.col("probability")).getItem(1)
+    return F.col("prediction").cast("double")
+
+
+def score_frame(model: Transformer, df: DataFrame, kind: LabelKind, keep: Sequence[str] = ()) -> DataFrame:
+    """``model.transform(df)`` natively in the JVM, closed with a select: ``keep`` columns,
+    ``prediction`` and ``score``.
+
+    Example::
+
+        score_frame(model, events, "binary", keep=["event_id"])  # event_id, prediction, score
+    """
+    out = model.transform(df)
+    return out.select(*[F.col(c) for c in keep], F.col("prediction").cast("double").alias("prediction"),
+                      score_column(kind).alias(SCORE_COL))
+
+
+def binary_metrics(scored: DataFrame, label_col: str, threshold: float) -> dict[str, float]:
+    """ROC AUC, PR AUC and, at ``threshold`` on ``score``, precision, recall, F1,
+    accuracy and the confusion matrix (tp, fp, tn, fn).
+
+    Example::
+
+        binary_metrics(score_frame(model, test, "binary", keep=["is_fraud"]), "is_fraud", 0.5)
+    """
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold: expected a value in (0, 1), got {threshold}")
+    y = F.col(label_col).cast("double")
+    pred = (F.col(SCORE_COL) >= F.lit(threshold)).cast("double")
+    is_pos, is_pred = y == 1.0, pred == 1.0
+    row = scored.agg(
+        F.sum((is_pos & is_pred).cast("long")).alias("tp"),
+        F.sum((~is_pos & is_pred).cast("long")).alias("fp"),
+        F.sum((~is_pos & ~is_pred).cast("long")).alias("tn"),
+        F.sum((is_pos & ~is_pred).cast("long")).alias("fn"),
+    ).first()
+    tp, fp, tn, fn = (float((row[k] if row else 0) or 0) for k in ("tp", "fp", "tn", "fn"))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    total = tp + fp + tn + fn
+    with_raw = scored.select(y.alias("_y"), F.col(SCORE_COL).alias("_s"))
+    if tp + fn == 0 or tn + fp == 0:
+        roc = pr = float("nan")  # one class only: AUC is undefined
+    else:
+        ev = BinaryClassificationEvaluator(labelCol="_y", rawPredictionCol="_s")
+        roc = float(ev.evaluate(with_raw, {ev.metricName: "areaUnderROC"}))
+        pr = float(ev.evaluate(with_raw, {ev.metricName: "areaUnderPR"}))
+    return {
+        "roc_auc": roc, "pr_auc": pr, "precision": precision, "recall": recall, "f1": f1,
+        "accuracy": (tp + tn) / total if total else float("nan"),
+        "tp": tp, "fp": fp, "tn": tn, "fn": fn, "threshold": threshold, "rows": total,
+    }
+
+
+def regression_metrics(scored: DataFrame, label_col: str) -> dict[str, float]:
+    """RMSE, MAE and R² of ``score`` against ``label_col`` in one aggregation.
+
+    Example::
+
+        regression_metrics(score_frame(model, test, "regression", keep=["delivery_minutes"]), "delivery_minutes")
+    """
+    y, p = F.col(label_col).cast("double"), F.col(SCORE_COL)
+    row = scored.agg(
+        F.count(y).alias("n"), F.sum((y - p) * (y - p)).alias("sse"), F.sum(F.abs(y - p)).alias("sae"),
+        F.avg(y).alias("mean_y"), F.var_pop(y).alias("var_y"),
+    ).first()
+    n = float(row["n"]) if row else 0.0
+    if row is None or not n:
+        return {"rmse": float("nan"), "mae": float("nan"), "r2": float("nan"), "rows": 0.0}
+    sse, sae, var_y = float(row["sse"]), float(row["sae"]), float(row["var_y"] or 0.0)
+    r2 = 1.0 - sse / (var_y * n) if var_y > 0 else float("nan")
+    return {"rmse": math.sqrt(sse / n), "mae": sae / n, "r2": r2, "rows": n}
+
+
+def evaluate(model: Transformer, df: DataFrame, kind: LabelKind, label_col: str, threshold: float = 0.5
+             ) -> dict[str, float]:
+    """Score ``df`` with ``model`` and compute the kind's metrics.
+
+    Example::
+
+        evaluate(champion, splits.test, "binary", "is_fraud", 0.5)["roc_auc"]
+    """
+    scored = score_frame(model, df, kind, keep=[label_col])
+    if kind == "binary":
+        return binary_metrics(scored, label_col, threshold)
+    return regression_metrics(scored, label_col)
+
+
+# --------------------------------------------------------------------------- fit
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` produces: the fitted pipeline, the test metrics and the search table."""
+
+    model: PipelineModel
+    metrics: dict[str, float]
+    search_results: list[dict[str, Any]]
+    best_params: dict[str, Any]
+    rows: dict[str, int]
+    search_metric: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(df: DataFrame, uc: UseCaseConfig, spec: ModelSpec) -> DataFrame:
+    """The columns training reads, with the label as double and rows without a label dropped."""
+    label = uc.label.field
+    cols = [uc.event_id, uc.entity_key, uc.event_time, *spec.features]
+    return (
+        df.select(*[F.col(c) for c in cols], F.col(label).cast("double").alias(label))
+        .where(F.col(label).isNotNull())
+    )
+
+
+def fit(splits: Splits, uc: UseCaseConfig, spec: ModelSpec) -> TrainResult:
+    """Search hyper-parameters on train ∪ validation with pyspark.ml.tuning, keep the
+    best model (refitted on train ∪ validation by the tuner) behind the fitted
+    preprocessing as one PipelineModel, and evaluate it on test.
+
+    ``train_validation_split`` uses ``trainRatio`` = train / (train + validation) of
+    ``model.split.fractions``; ``cross_validation`` uses ``model.search.folds``.
+    Both carry ``model.split.seed``, as does every estimator with a seed.
+
+    Example::
+
+        result = fit(split_dataset(prepare(df, uc, spec), uc, spec.split), uc, spec)
+        result.metrics["roc_auc"]
+    """
+    kind: LabelKind = uc.label.kind
+    label = uc.label.field
+    seed = spec.split.seed
+    stages, features_col = feature_stages(spec)
+    estimator = make_estimator(spec, label, seed, features_col=features_col)
+    candidates = candidate_params(spec.search, seed)
+    maps = param_maps(estimator, candidates)
+    metric = spec.search.metric or DEFAULT_METRIC[kind]
+    evaluator = search_evaluator(metric, kind, label)
+    f_train, f_val, _ = spec.split.fractions
+    tuner: TrainValidationSplit | CrossValidator
+    if spec.search.validation == "cross_validation":
+        tuner = CrossValidator(estimator=estimator, estimatorParamMaps=maps, evaluator=evaluator,
+                               numFolds=spec.search.folds, parallelism=spec.search.parallelism, seed=seed)
+    else:
+        tuner = TrainValidationSplit(estimator=estimator, estimatorParamMaps=maps, evaluator=evaluator,
+                                     trainRatio=f_train / (f_train + f_val),
+                                     parallelism=spec.search.parallelism, seed=seed)
+    dev = splits.tagged.where(F.col("_dl_split") < 2).drop("_dl_split")
+    rows = splits.counts()
+    if rows["train"] == 0 or rows["test"] == 0:
+        raise TrainingDataError(f"split: train or test set is empty ({rows}); need more labelled rows")
+    log.info("fitting %s: %d candidates, %s, rows %s", spec.estimator, len(maps), spec.search.validation, rows)
+    # The preprocessing is fitted once on train ∪ validation, not once per candidate:
+    # it has no hyper-parameters, and each Spark job costs time on a small machine.
+    features = Pipeline(stages=stages).fit(dev)
+    vectors = features.transform(dev).select(F.col(features_col), F.col(label)).cache()
+    try:
+        tuned = tuner.fit(vectors)
+    finally:
+        vectors.unpersist()
+    scores = tuned.avgMetrics if isinstance(tuned, CrossValidatorModel) else tuned.validationMetrics
+    results = [{**cand, metric: float(s)} for cand, s in zip(candidates, scores, strict=True)]
+    pick = int(np.argmax(scores) if evaluator.isLargerBetter() else np.argmin(scores))
+    best = PipelineModel(stages=[*features.stages, tuned.bestModel])
+    metrics = evaluate(best, splits.test, kind, label, spec.threshold)
+    return TrainResult(model=best, metrics=metrics, search_results=results, best_params=dict(candidates[pick]),
+                       rows=rows, search_metric=metric)
+
+
+def batch_predictions(
+    model: Transformer, df: DataFrame, uc: UseCaseConfig, *, model_name: str, model_version: int, batch_key: str
+) -> DataFrame:
+    """Score ``df`` and stamp each row with the model and the batch key; closes with a select:
+    the use case's id/entity/time columns present in ``df``, ``prediction``, ``score``,
+    ``model_name``, ``model_version``, ``batch_date``.
+
+    Example::
+
+        batch_predictions(model, features, uc, model_name="fraud-model", model_version=3, batch_key="2024-05-01")
+    """
+    if not batch_key:
+        raise ValueError("batch_key: expected a non-empty partition value, e.g. '2024-05-01'")
+    keep = [c for c in (uc.event_id, uc.entity_key, uc.event_time) if c in df.columns]
+    scored = score_frame(model, df, uc.label.kind, keep=keep)
+    return scored.select(
+        *[F.col(c) for c in keep], F.col("prediction"), F.col(SCORE_COL),
+        F.lit(model_name).alias("model_name"), F.lit(int(model_version)).alias("model_version"),
+        F.lit(batch_key).alias("batch_date"),
+    )
