@@ -146,7 +146,16 @@ def submit(job: str, args: list[str], overrides: tuple[str, ...] = ()) -> None:
     env = {**os.environ, "DRIFTLINE_HOME": str(PROJECT_ROOT)}
     res = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False)
     if res.returncode != 0:
-        raise RuntimeError(f"{job} exited with {res.returncode}:\n{res.stderr[-3000:]}")
+        raise RuntimeError(f"{job} exited with {res.returncode}:\n{res.stdout[-2000:]}{res.stderr[-3000:]}")
+
+
+def _events_in_topic(platform: PlatformConfig, topic: str) -> int:
+    from driftline.io import kafka_watermarks
+    from driftline.kafka_io import admin_client
+
+    if topic not in admin_client(platform.kafka).list_topics(timeout=30).topics:
+        return 0
+    return sum(high - low for low, high in kafka_watermarks(platform.kafka, topic).values())
 
 
 def _delta_rows(path: str) -> int:
@@ -182,6 +191,12 @@ def run_demo(
         echo(f"[kafka] broker {'already running' if was_running else 'started'} at {broker.bootstrap}")
     total = len(DEMO_STEPS) + 1
     try:
+        earlier = _events_in_topic(platform, uc.topic("events"))
+        if earlier:
+            # Same seed, same event ids: a re-run would publish 100% duplicates.
+            seed += earlier
+            echo(f"[kafka] {uc.topic('events')} already holds {earlier} events from earlier runs; "
+                 f"publishing a new stream (seed {seed}) on top")
         result = produce_usecase(platform, uc, events=events, seed=seed, labels=True, flush_labels=True,
                                  scenarios=["malformed:rate=0.01", "duplicates:rate=0.01"])
         echo(f"[1/{total}] published {result.acked} events and {result.labels_acked} labels to "
