@@ -13,13 +13,14 @@ an independent Delta reader (delta-rs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from driftline.config import PROJECT_ROOT, PlatformConfig, load_usecase
@@ -94,6 +95,28 @@ def count_run_in_table(table: str, run_id: str) -> tuple[int, int]:
     return len(ids), len(set(ids))
 
 
+@contextlib.contextmanager
+def kafka_for_demo(platform: PlatformConfig, keep_broker: bool, echo: Callable[[str], None]) -> Iterator[None]:
+    """Start the embedded broker if the config uses it; stop it afterwards unless it
+    was already running or ``keep_broker`` is set."""
+    from driftline.kafka_local import EmbeddedBroker
+
+    if not platform.kafka.uses_embedded:
+        echo(f"[kafka] using {platform.kafka.bootstrap}")
+        yield
+        return
+    broker = EmbeddedBroker.from_config(platform)
+    was_running = broker.pid() is not None
+    broker.start()
+    echo(f"[kafka] broker {'already running' if was_running else 'started'} at {broker.bootstrap}")
+    try:
+        yield
+    finally:
+        if not (keep_broker or was_running):
+            broker.stop()
+            echo("[kafka] broker stopped (use --keep-broker to leave it running)")
+
+
 def run_smoke(
     platform: PlatformConfig,
     events: int = 10_000,
@@ -101,38 +124,23 @@ def run_smoke(
     echo: Callable[[str], None] = print,
 ) -> SmokeResult:
     """Run the smoke path end to end and report each step through ``echo``."""
-    from driftline.kafka_local import EmbeddedBroker
-
     start = time.monotonic()
-    broker = None
-    if platform.kafka.uses_embedded:
-        broker = EmbeddedBroker.from_config(platform)
-        was_running = broker.pid() is not None
-        broker.start()
-        echo(f"1/4 Kafka broker {'already running' if was_running else 'started'} at {broker.bootstrap}")
-        keep_broker = keep_broker or was_running
-    else:
-        echo(f"1/4 using Kafka at {platform.kafka.bootstrap}")
-    try:
+    with kafka_for_demo(platform, keep_broker, echo):
         ensure_topics(platform.kafka, [SMOKE_TOPIC])
         run_id = uuid.uuid4().hex[:8]
         acked = produce_json_events(platform, SMOKE_TOPIC, events, run_id)
-        echo(f"2/4 published {events} JSON events to {SMOKE_TOPIC} (run {run_id}), {acked} acknowledged")
+        echo(f"1/3 published {events} JSON events to {SMOKE_TOPIC} (run {run_id}), {acked} acknowledged")
         table = platform.table_path("bronze", "smoke_events")
         stream_topic_to_delta(platform, SMOKE_TOPIC, table, platform.checkpoint("smoke"))
-        echo(f"3/4 Structured Streaming (Kafka -> Delta, availableNow) wrote {table}")
+        echo(f"2/3 Structured Streaming (Kafka -> Delta, availableNow) wrote {table}")
         rows, distinct = count_run_in_table(table, run_id)
         result = SmokeResult(run_id, events, acked, rows, distinct, table, time.monotonic() - start)
         verdict = "OK" if result.ok else "MISMATCH"
-        echo(f"4/4 delta-rs reads {rows} rows, {distinct} distinct event ids for run {run_id}: {verdict}")
+        echo(f"3/3 delta-rs reads {rows} rows, {distinct} distinct event ids for run {run_id}: {verdict}")
         echo(f"smoke path finished in {result.seconds:.1f}s")
         if not result.ok:
             raise RuntimeError(f"smoke path lost or duplicated events: {result}")
         return result
-    finally:
-        if broker is not None and not keep_broker:
-            broker.stop()
-            echo("Kafka broker stopped (use --keep-broker to leave it running)")
 
 
 DEMO_STEPS = ("jobs/ingest.py", "jobs/validate.py", "jobs/build_features.py", "jobs/train.py", "jobs/batch_score.py")
@@ -177,20 +185,12 @@ def run_demo(
     echo: Callable[[str], None] = print,
 ) -> dict[str, int]:
     """Publish a simulated stream and run every batch job on it; return table row counts."""
-    from driftline.kafka_local import EmbeddedBroker
     from driftline.produce import produce_usecase
 
     uc = load_usecase(usecase)
     start = time.monotonic()
-    broker = None
-    if platform.kafka.uses_embedded:
-        broker = EmbeddedBroker.from_config(platform)
-        was_running = broker.pid() is not None
-        broker.start()
-        keep_broker = keep_broker or was_running
-        echo(f"[kafka] broker {'already running' if was_running else 'started'} at {broker.bootstrap}")
     total = len(DEMO_STEPS) + 1
-    try:
+    with kafka_for_demo(platform, keep_broker, echo):
         earlier = _events_in_topic(platform, uc.topic("events"))
         if earlier:
             # Same seed, same event ids: a re-run would publish 100% duplicates.
@@ -222,10 +222,6 @@ def run_demo(
              f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri "
              f"{platform.mlflow.resolved_tracking_uri(PROJECT_ROOT)}")
         return tables
-    finally:
-        if broker is not None and not keep_broker:
-            broker.stop()
-            echo("[kafka] broker stopped (use --keep-broker to leave it running)")
 
 
 def _registry_summary(platform: PlatformConfig, usecase: str) -> str:
