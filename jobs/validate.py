@@ -9,7 +9,7 @@ drop duplicate ids, then write
 - ``silver/<uc>_events``, ``silver/<uc>_labels``: the typed, valid records;
 - ``quarantine/<uc>_events``, ``quarantine/<uc>_labels``: every other record
   with its ``reason`` and source coordinates (topic, partition, offset);
-- ``monitoring/<uc>_quality``: one row per run and stream (counts, missing
+- ``monitoring/<uc>_validation``: one row per run and stream (counts, missing
   rates, duplicate rate, counts per rule, limits exceeded).
 
 Silver and quarantine are rebuilt from the bronze version read, so a re-run
@@ -77,7 +77,7 @@ def validate_stream(
     bronze = platform.table_path("bronze", name)
     silver = platform.table_path("silver", name)
     quarantine = platform.table_path("quarantine", name)
-    monitoring = platform.table_path("monitoring", f"{usecase.name}_quality")
+    monitoring = platform.table_path("monitoring", f"{usecase.name}_validation")
     version = delta_version(spark, bronze)
     if version is None:
         if dataset.name == "events":

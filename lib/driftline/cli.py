@@ -178,6 +178,12 @@ from driftline.cli_simulate import produce, simulate  # noqa: E402
 main.add_command(simulate)
 main.add_command(produce)
 
+# Query metrics and drift alerts (issue 7): queries, alerts check | list.
+from driftline.cli_monitoring import COMMANDS as _MONITORING_COMMANDS  # noqa: E402
+
+for _command in _MONITORING_COMMANDS:
+    main.add_command(_command)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

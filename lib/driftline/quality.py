@@ -404,7 +404,7 @@ class QualityReport:
         return QualityReport(**data)
 
     def to_frame(self, spark: SparkSession) -> DataFrame:
-        """The report as one row of :data:`REPORT_SCHEMA`, for ``monitoring/<uc>_quality``."""
+        """The report as one row of :data:`REPORT_SCHEMA`, for ``monitoring/<uc>_validation``."""
         row = {
             **asdict(self),
             "records_quarantined": self.records_quarantined,

@@ -58,7 +58,7 @@ AUDIT_SCHEMA = T.StructType([
     T.StructField("run_id", T.StringType(), True),
 ])
 AUDIT_COLUMNS = tuple(AUDIT_SCHEMA.fieldNames())
-ACTIONS = frozenset({"register", "promote", "rollback", "gate_refused"})
+ACTIONS = frozenset({"register", "promote", "rollback", "gate_refused", "route", "retrain_triggered"})
 
 
 class RegistryError(DriftlineError, RuntimeError):

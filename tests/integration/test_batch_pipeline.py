@@ -120,7 +120,7 @@ def test_kafka_to_gold_exact_idempotent_with_lineage(
     labelled = [json.loads(label)[uc.event_id] for label in labels]
     assert sorted(silver_labels[uc.event_id]) == sorted(labelled)
     assert sorted(table(platform, "quarantine", f"{uc.name}_labels")["reason"]) == ["duplicate", "not_json"]
-    quality = table(platform, "monitoring", f"{uc.name}_quality")
+    quality = table(platform, "monitoring", f"{uc.name}_validation")
     assert sorted(zip(quality["dataset"], quality["records_in"], quality["records_quarantined"], strict=True)) == [
         ("events", N_EVENTS + 4, 4), ("labels", N_LABELLED + 2, 2)]
 
@@ -150,7 +150,7 @@ def test_kafka_to_gold_exact_idempotent_with_lineage(
     # ---- idempotence: running every job again changes nothing
     layers = [("bronze", "events"), ("bronze", "labels"), ("silver", "events"), ("silver", "labels"),
               ("quarantine", "events"), ("gold", "features_offline"), ("gold", "features_online"),
-              ("monitoring", "quality")]
+              ("monitoring", "validation")]
     versions = {(lay, t): version_of(platform, lay, f"{uc.name}_{t}") for lay, t in layers}
     snapshot = {(lay, t): table(platform, lay, f"{uc.name}_{t}") for lay, t in layers}
     assert ingest.run(spark, platform, uc) == {"events": 0, "labels": 0}
@@ -201,7 +201,7 @@ def _stricter_limit_fails_the_job(platform: PlatformConfig, uc: UseCaseConfig, t
             "--set", "spark.log_level=ERROR", "--set", "spark.ui_enabled=false"]
     assert validate.main(args) == validate.EXIT_QUALITY
     assert version_of(platform, "silver", f"{uc.name}_events") == silver
-    quality = table(platform, "monitoring", f"{uc.name}_quality")
+    quality = table(platform, "monitoring", f"{uc.name}_validation")
     failed = quality[quality["status"] == "error"]
     assert list(failed["dataset"]) == ["events"]
     assert failed["violations"].iloc[0][0].startswith("validation.max_quarantine_rate = 0.01 exceeded: observed")

@@ -1,0 +1,507 @@
+"""Alerts: the N-of-M-windows rule over the monitoring tables.
+
+A window (``window_start``, ``window_end``) is *bad* when any row of it is
+flagged in one of the monitoring tables the stream monitor writes:
+``monitoring/<uc>_drift`` (``drifted``), ``monitoring/<uc>_quality`` and
+``monitoring/<uc>_performance`` (``breached``). Only the latest computation of a
+window counts (its rows with the newest ``computed_at``). The flagged rows are
+the alert's reasons (which features drifted, which metrics breached). A table
+that is missing, or lacks the columns of that contract (:data:`REQUIRED_COLUMNS`),
+is left out with a log line.
+
+The rule, from the use case's ``drift.alert`` section (:class:`AlertRule`)::
+
+    drift:
+      alert: {n: 2, m: 3, retrain: true, cooldown_windows: 3}
+
+fires at a bad window when at least ``n`` of the last ``m`` windows (ordered by
+``window_end``, the window itself included) are bad, unless an alert fired in
+the ``cooldown_windows`` windows before it (default ``m``). The rule is applied
+to the whole history on each evaluation, so it is deterministic: the same
+windows give the same alerts. An alert's id is derived from the use case and
+the ``window_end`` it fired at, so evaluating again raises nothing new.
+
+A new alert is published as JSON to ``<uc>.alerts`` (key: the alert id) and
+then recorded in ``monitoring/<uc>_alerts`` (MERGE on ``alert_id``). Publishing
+comes first: if recording fails, the next evaluation publishes the alert again,
+so consumers see each alert at least once and dedupe on ``alert_id``
+(``jobs/pipeline.py --on-alert`` does).
+
+    new = evaluate_alerts(spark, platform, uc)   # [Alert(alert_id='…', window_end=…, reasons=(…))]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.window import Window
+
+from driftline.config import PlatformConfig, UseCaseConfig
+from driftline.errors import BrokerError, ConfigError
+
+log = logging.getLogger(__name__)
+
+Source = Literal["drift", "quality", "performance"]
+SOURCES: tuple[Source, ...] = ("drift", "quality", "performance")
+
+# The columns each monitoring table must have to take part (the stream monitor's contract).
+REQUIRED_COLUMNS: dict[Source, tuple[str, ...]] = {
+    "drift": ("window_start", "window_end", "feature", "statistic", "value", "p_adjusted", "threshold", "drifted",
+              "computed_at"),
+    "quality": ("window_start", "window_end", "metric", "column", "value", "threshold", "breached", "computed_at"),
+    "performance": ("window_start", "window_end", "metric", "value", "threshold", "breached", "computed_at"),
+}
+
+
+class AlertRule(BaseModel):
+    """``drift.alert`` of a use case: alert when ``n`` of the last ``m`` windows are bad."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(2, ge=1, description="bad windows needed among the last m")
+    m: int = Field(3, ge=1, description="how many of the latest windows to look at")
+    retrain: bool = Field(True, description="ask jobs/pipeline.py --on-alert to retrain")
+    cooldown_windows: int | None = Field(None, ge=0, description="windows after an alert without a new one [m]")
+    sources: tuple[Source, ...] = Field(SOURCES, min_length=1, description="monitoring tables that count")
+
+    @model_validator(mode="after")
+    def _n_at_most_m(self) -> AlertRule:
+        if self.n > self.m:
+            raise ValueError(f"n ({self.n}) must not exceed m ({self.m})")
+        return self
+
+    @property
+    def cooldown(self) -> int:
+        return self.m if self.cooldown_windows is None else self.cooldown_windows
+
+    def describe(self) -> dict[str, Any]:
+        return {"n": self.n, "m": self.m, "cooldown_windows": self.cooldown, "retrain": self.retrain,
+                "sources": list(self.sources)}
+
+
+def alert_rule(uc: UseCaseConfig) -> AlertRule:
+    """The use case's rule (defaults ``n=2, m=3`` when ``drift.alert`` is absent).
+
+    A bad value raises :class:`ConfigError` naming the key, e.g. for ``{n: 4, m: 3}``:
+    ``use case fraud: drift.alert: n (4) must not exceed m (3)``.
+
+    Example::
+
+        alert_rule(load_usecase("fraud")).n  # 2
+    """
+    raw = uc.drift.get("alert")
+    if raw is None:
+        return AlertRule()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"use case {uc.name}: drift.alert: got {raw!r}, expected a mapping such as {{n: 2, m: 3}}")
+    try:
+        return AlertRule.model_validate(raw)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = ".".join(["drift.alert", *(str(p) for p in err["loc"])])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{key}: unknown key (value {err['input']!r}); expected one of "
+                                f"{sorted(AlertRule.model_fields)}")
+            else:
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                got = f"got {err['input']!r}, expected: " if err["loc"] else ""
+                problems.append(f"{key}: {got}{msg}")
+        raise ConfigError(f"use case {uc.name}: " + "; ".join(problems)) from e
+
+
+# --------------------------------------------------------------------------- the rule, pure
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One flagged monitoring row: what made a window bad."""
+
+    source: str
+    window_start: datetime
+    window_end: datetime
+    subject: str
+    statistic: str
+    value: float | None = None
+    threshold: float | None = None
+    p_adjusted: float | None = None
+
+    def text(self) -> str:
+        """``drift amount psi=0.31 (threshold 0.2)``."""
+        value = "null" if self.value is None else f"{self.value:.4g}"
+        out = f"{self.source} {self.subject} {self.statistic}={value}"
+        if self.threshold is not None:
+            out += f" (threshold {self.threshold:.4g})"
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "window_start": _iso(self.window_start), "window_end": _iso(self.window_end),
+                "subject": self.subject, "statistic": self.statistic, "value": self.value,
+                "threshold": self.threshold, "p_adjusted": self.p_adjusted}
+
+
+@dataclass(frozen=True)
+class WindowStatus:
+    """One monitoring window and the reasons it is bad (none: a good window)."""
+
+    window_start: datetime
+    window_end: datetime
+    reasons: tuple[Reason, ...] = ()
+
+    @property
+    def bad(self) -> bool:
+        return bool(self.reasons)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An N-of-M alert, as published to ``<uc>.alerts`` and recorded in ``monitoring/<uc>_alerts``."""
+
+    alert_id: str
+    usecase: str
+    window_start: datetime
+    window_end: datetime
+    bad_windows: int
+    windows: int
+    reasons: tuple[Reason, ...]
+    rule: dict[str, Any]
+    created_at: datetime
+    retrain: bool = True
+
+    def summary(self) -> str:
+        subjects = sorted({f"{r.source}:{r.subject}" for r in self.reasons})
+        return (f"alert {self.alert_id} ({self.usecase}): {self.bad_windows} of {self.windows} windows bad up to "
+                f"{_iso(self.window_end)}: {', '.join(subjects)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id, "usecase": self.usecase, "window_start": _iso(self.window_start),
+            "window_end": _iso(self.window_end), "bad_windows": self.bad_windows, "windows": self.windows,
+            "reasons": [r.to_dict() for r in self.reasons], "rule": self.rule, "retrain": self.retrain,
+            "created_at": _iso(self.created_at),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Alert:
+        """Parse a published alert; ``ValueError`` naming what is missing or malformed."""
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"alert: not JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"alert: expected a JSON object, got {type(data).__name__}")
+        missing = [k for k in ("alert_id", "usecase", "window_start", "window_end", "created_at") if k not in data]
+        if missing:
+            raise ValueError(f"alert: missing keys {missing}")
+        reasons = tuple(
+            Reason(source=r["source"], window_start=_parse(r["window_start"]), window_end=_parse(r["window_end"]),
+                   subject=r["subject"], statistic=r["statistic"], value=r.get("value"),
+                   threshold=r.get("threshold"), p_adjusted=r.get("p_adjusted"))
+            for r in data.get("reasons", [])
+        )
+        return cls(alert_id=str(data["alert_id"]), usecase=str(data["usecase"]),
+                   window_start=_parse(data["window_start"]), window_end=_parse(data["window_end"]),
+                   bad_windows=int(data.get("bad_windows", 0)), windows=int(data.get("windows", 0)),
+                   reasons=reasons, rule=dict(data.get("rule", {})), created_at=_parse(data["created_at"]),
+                   retrain=bool(data.get("retrain", True)))
+
+
+def _iso(value: datetime) -> str:
+    return _utc(value).isoformat()
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _parse(text: str) -> datetime:
+    return _utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def alert_id(usecase: str, window_end: datetime) -> str:
+    """Deterministic id of the alert firing at ``window_end``: the same windows give the same id.
+
+        >>> alert_id("fraud", datetime(2024, 1, 1, tzinfo=UTC))[:22]
+        'fraud-20240101T000000Z'
+    """
+    end = _utc(window_end)
+    digest = hashlib.sha256(f"{usecase}|{end.isoformat()}".encode()).hexdigest()[:10]
+    return f"{usecase}-{end.strftime('%Y%m%dT%H%M%SZ')}-{digest}"
+
+
+def fire_points(windows: Sequence[WindowStatus], rule: AlertRule) -> list[int]:
+    """Indices of ``windows`` (ordered by ``window_end``) at which the rule fires.
+
+    With ``n=2, m=3`` and windows good, bad, good, bad, bad it fires at index 3
+    (bad, good, bad); index 4 is within the cooldown (default ``m`` windows).
+    """
+    if not isinstance(rule, AlertRule):
+        raise TypeError(f"rule: expected AlertRule, got {type(rule).__name__}")
+    ends = [w.window_end for w in windows]
+    if any(_utc(a) >= _utc(b) for a, b in zip(ends, ends[1:], strict=False)):
+        raise ValueError("windows: expected windows ordered by window_end, each once")
+    fired: list[int] = []
+    for i, window in enumerate(windows):
+        if not window.bad:
+            continue
+        recent = windows[max(0, i - rule.m + 1): i + 1]
+        if sum(w.bad for w in recent) < rule.n:
+            continue
+        if fired and i - fired[-1] <= rule.cooldown:
+            continue
+        fired.append(i)
+    return fired
+
+
+def build_alerts(
+    usecase: str, windows: Sequence[WindowStatus], rule: AlertRule, created_at: datetime | None = None
+) -> list[Alert]:
+    """Every alert the rule raises over ``windows`` (see :func:`fire_points`), oldest first."""
+    now = created_at or datetime.now(UTC)
+    alerts = []
+    for i in fire_points(windows, rule):
+        recent = windows[max(0, i - rule.m + 1): i + 1]
+        reasons = tuple(r for w in recent for r in w.reasons)
+        alerts.append(Alert(
+            alert_id=alert_id(usecase, windows[i].window_end), usecase=usecase,
+            window_start=_utc(recent[0].window_start), window_end=_utc(windows[i].window_end),
+            bad_windows=sum(w.bad for w in recent), windows=len(recent), reasons=reasons,
+            rule=rule.describe(), created_at=_utc(now), retrain=rule.retrain,
+        ))
+    return alerts
+
+
+# --------------------------------------------------------------------------- monitoring tables -> windows
+
+
+def monitoring_path(platform: PlatformConfig, uc: UseCaseConfig, kind: str) -> str:
+    """``monitoring/<uc>_<kind>`` (kind: drift, quality, performance, alerts)."""
+    return platform.table_path("monitoring", f"{uc.name}_{kind}")
+
+
+def flagged_rows(df: DataFrame, source: Source) -> DataFrame:
+    """The rows of one monitoring table in a common shape, only its latest computation per
+    window: window_start, window_end, source, flagged, subject, statistic, value, threshold, p_adjusted."""
+    if source == "drift":
+        flag, subject, statistic = F.col("drifted"), F.col("feature"), F.col("statistic")
+        p_adjusted = F.col("p_adjusted").cast("double")
+    elif source == "quality":
+        flag, statistic = F.col("breached"), F.col("metric")
+        subject = F.when(F.col("column").isNull(), F.col("metric")).otherwise(F.col("column"))
+        p_adjusted = F.lit(None).cast("double")
+    else:
+        flag, subject, statistic = F.col("breached"), F.col("metric"), F.col("metric")
+        p_adjusted = F.lit(None).cast("double")
+    per_window = Window.partitionBy("window_start", "window_end")
+    return (
+        df.withColumn("_latest", F.max("computed_at").over(per_window))
+        .where(F.col("computed_at") == F.col("_latest"))
+        .select(
+            F.col("window_start"), F.col("window_end"), F.lit(source).alias("source"),
+            F.coalesce(flag, F.lit(False)).alias("flagged"), subject.cast("string").alias("subject"),
+            statistic.cast("string").alias("statistic"), F.col("value").cast("double").alias("value"),
+            F.col("threshold").cast("double").alias("threshold"), p_adjusted.alias("p_adjusted"),
+        )
+    )
+
+
+def window_statuses(flagged: DataFrame) -> DataFrame:
+    """One row per window, ordered by window_end: start and end as epoch microseconds
+    (no time zone conversion on collect) and the flagged rows as ``reasons``."""
+    reason = F.struct("source", "subject", "statistic", "value", "threshold", "p_adjusted")
+    return (
+        flagged.groupBy("window_start", "window_end")
+        .agg(F.collect_list(F.when(F.col("flagged"), reason)).alias("reasons"))
+        .select(
+            F.unix_micros(F.col("window_start").cast("timestamp")).alias("start_us"),
+            F.unix_micros(F.col("window_end").cast("timestamp")).alias("end_us"),
+            F.col("reasons"),
+        )
+        .orderBy("end_us", "start_us")
+    )
+
+
+def _from_micros(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+def read_windows(
+    spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, sources: Sequence[Source] = SOURCES
+) -> list[WindowStatus]:
+    """Every monitored window of the use case with the reasons it is bad, oldest first.
+
+    A missing table, or one without the contract's columns, is skipped with a warning."""
+    from driftline.io import is_delta_table
+
+    parts = []
+    for source in sources:
+        path = monitoring_path(platform, uc, source)
+        if not is_delta_table(spark, path):
+            log.info("alerts: no %s table at %s yet", source, path)
+            continue
+        df = spark.read.format("delta").load(path)
+        missing = [c for c in REQUIRED_COLUMNS[source] if c not in df.columns]
+        if missing:
+            log.warning("alerts: %s lacks columns %s; not used for alerts", path, missing)
+            continue
+        parts.append(flagged_rows(df, source))
+    if not parts:
+        return []
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    out = []
+    for row in window_statuses(union).collect():
+        start, end = _from_micros(row["start_us"]), _from_micros(row["end_us"])
+        reasons = tuple(
+            Reason(source=r["source"], window_start=start, window_end=end, subject=r["subject"] or "",
+                   statistic=r["statistic"] or "", value=r["value"], threshold=r["threshold"],
+                   p_adjusted=r["p_adjusted"])
+            for r in sorted(row["reasons"], key=lambda r: (r["source"], r["subject"] or "", r["statistic"] or ""))
+        )
+        out.append(WindowStatus(start, end, reasons))
+    # the same window_end with another start would be ambiguous for the rule: keep the widest window
+    by_end: dict[datetime, WindowStatus] = {}
+    for w in out:
+        kept = by_end.get(w.window_end)
+        if kept is None:
+            by_end[w.window_end] = w
+        else:
+            start = min(kept.window_start, w.window_start)
+            by_end[w.window_end] = WindowStatus(start, w.window_end, kept.reasons + w.reasons)
+    return [by_end[end] for end in sorted(by_end)]
+
+
+# --------------------------------------------------------------------------- record and publish
+
+REASON_TYPE = T.StructType([
+    T.StructField("source", T.StringType()),
+    T.StructField("window_start", T.TimestampType()),
+    T.StructField("window_end", T.TimestampType()),
+    T.StructField("subject", T.StringType()),
+    T.StructField("statistic", T.StringType()),
+    T.StructField("value", T.DoubleType()),
+    T.StructField("threshold", T.DoubleType()),
+    T.StructField("p_adjusted", T.DoubleType()),
+])
+ALERTS_SCHEMA = T.StructType([
+    T.StructField("alert_id", T.StringType(), False),
+    T.StructField("usecase", T.StringType(), False),
+    T.StructField("window_start", T.TimestampType(), False),
+    T.StructField("window_end", T.TimestampType(), False),
+    T.StructField("bad_windows", T.IntegerType(), False),
+    T.StructField("windows", T.IntegerType(), False),
+    T.StructField("n", T.IntegerType(), False),
+    T.StructField("m", T.IntegerType(), False),
+    T.StructField("cooldown_windows", T.IntegerType(), False),
+    T.StructField("retrain", T.BooleanType(), False),
+    T.StructField("reasons", T.ArrayType(REASON_TYPE), False),
+    T.StructField("topic", T.StringType(), False),
+    T.StructField("created_at", T.TimestampType(), False),
+])
+ALERTS_COLUMNS = tuple(ALERTS_SCHEMA.fieldNames())
+
+
+def alerts_frame(spark: SparkSession, alerts: Sequence[Alert], topic: str) -> DataFrame:
+    """The alerts as rows of :data:`ALERTS_SCHEMA` (times are aware UTC datetimes, stored as such)."""
+    rows = [
+        (a.alert_id, a.usecase, a.window_start, a.window_end, a.bad_windows, a.windows, int(a.rule.get("n", 0)),
+         int(a.rule.get("m", 0)), int(a.rule.get("cooldown_windows", 0)), a.retrain,
+         [(r.source, _utc(r.window_start), _utc(r.window_end), r.subject, r.statistic, r.value, r.threshold,
+           r.p_adjusted) for r in a.reasons],
+         topic, a.created_at)
+        for a in alerts
+    ]
+    return spark.createDataFrame(rows, ALERTS_SCHEMA)
+
+
+def recorded_ids(spark: SparkSession, path: str, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` the alerts table at ``path`` already holds."""
+    from driftline.io import is_delta_table
+
+    if not ids or not is_delta_table(spark, path):
+        return set()
+    rows = spark.read.format("delta").load(path).where(F.col("alert_id").isin(list(ids))).select("alert_id")
+    return {r["alert_id"] for r in rows.collect()}
+
+
+def publish(platform: PlatformConfig, topic: str, alerts: Sequence[Alert], timeout_s: float = 30.0) -> None:
+    """Publish each alert as JSON (key: its id) and wait for the broker's acknowledgement;
+    :class:`BrokerError` when any was not acknowledged."""
+    from driftline.kafka_io import ensure_topics, make_producer
+
+    ensure_topics(platform.kafka, [topic])
+    producer = make_producer(platform.kafka)
+    errors: list[str] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for a in alerts:
+        producer.produce(topic, key=a.alert_id.encode(), value=a.to_json().encode(), on_delivery=on_delivery)
+    left = producer.flush(timeout_s)
+    if left or errors:
+        raise BrokerError(f"publishing {len(alerts)} alerts to {topic}: {left} unacknowledged, errors {errors[:3]}")
+
+
+def evaluate_alerts(
+    spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, *, now: datetime | None = None,
+    dry_run: bool = False,
+) -> list[Alert]:
+    """Apply the use case's rule to its monitoring tables; publish and record the alerts
+    not raised before, and return them (empty when nothing new fired). ``dry_run``
+    returns every alert the rule raises over the history and publishes nothing.
+
+    Example::
+
+        for alert in evaluate_alerts(spark, platform, load_usecase("fraud")):
+            print(alert.summary())
+    """
+    rule = alert_rule(uc)
+    windows = read_windows(spark, platform, uc, rule.sources)
+    alerts = build_alerts(uc.name, windows, rule, now)
+    log.info("alerts %s: %d windows (%d bad), rule %s: %d alerts over the history", uc.name, len(windows),
+             sum(w.bad for w in windows), rule.describe(), len(alerts))
+    if dry_run:
+        return alerts
+    path = monitoring_path(platform, uc, "alerts")
+    known = recorded_ids(spark, path, [a.alert_id for a in alerts])
+    new = [a for a in alerts if a.alert_id not in known]
+    if not new:
+        return []
+    topic = uc.topic("alerts")
+    publish(platform, topic, new)
+    from driftline.io import merge_new_rows
+
+    merge_new_rows(spark, alerts_frame(spark, new, topic), path, keys=["alert_id"])
+    for a in new:
+        log.warning("%s", a.summary())
+    return new
+
+
+def list_alerts(path: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """The recorded alerts at ``path``, newest ``window_end`` first, read with delta-rs
+    (no Spark needed). Empty when there is no table yet."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        rows = DeltaTable(path).to_pyarrow_table().to_pylist()
+    except TableNotFoundError:
+        return []
+    rows.sort(key=lambda r: (r["window_end"], r["alert_id"]), reverse=True)
+    return rows[:limit] if limit else rows

@@ -1,0 +1,371 @@
+"""Software metrics of every streaming query, from a StreamingQueryListener, into
+the Delta table ``monitoring/queries``.
+
+One row per micro-batch (:data:`QUERY_METRICS_SCHEMA`): query name, id and run
+id, batch id, trigger time, input rows, input and processed rows per second,
+batch duration (``durationMs.triggerExecution``), rows held in state and rows
+dropped by the watermark (summed over the stateful operators; null for a
+stateless query), the newest event time, the watermark and the event-to-output
+latency. The latency is measured for the newest event of the batch
+(trigger time + trigger duration - ``eventTime.max``), so it is a lower bound:
+older events of the same batch waited longer. It is null when the query has no
+event-time watermark (Spark reports ``eventTime`` only then).
+
+Spark calls the listener on its listener-bus thread, and a slow callback delays
+every other listener; so a callback only turns the progress into a row and
+appends it to a buffer. A background thread writes the buffer every
+``flush_interval_s`` seconds, as soon as a query terminates, and on
+:meth:`QueryMetricsListener.close` (also registered with ``atexit``). Callbacks
+never raise into Spark: errors are logged. Each flush is one Delta append
+carrying ``txnAppId``/``txnVersion`` (the listener's id and a flush counter), so
+a retried flush is not written twice; a failed flush keeps its rows for the
+next one (the buffer is bounded: the oldest rows are dropped first, counted in
+:attr:`QueryMetricsListener.dropped`). Rows are unique per (query id, run id,
+batch id); :func:`latest_per_query` reads them back.
+
+    listener = attach_query_metrics(spark, platform)   # once per session; later calls return it
+    query = df.writeStream.queryName("score").start(...)
+    ...
+    listener.close()                                   # flush what is buffered
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+from pyspark.sql.streaming import StreamingQueryListener
+
+from driftline.config import PlatformConfig
+
+log = logging.getLogger(__name__)
+
+QUERY_METRICS_SCHEMA = T.StructType([
+    T.StructField("query_name", T.StringType(), True),
+    T.StructField("query_id", T.StringType(), False),
+    T.StructField("run_id", T.StringType(), False),
+    T.StructField("batch_id", T.LongType(), False),
+    T.StructField("timestamp", T.TimestampType(), False),
+    T.StructField("num_input_rows", T.LongType(), True),
+    T.StructField("input_rows_per_second", T.DoubleType(), True),
+    T.StructField("processed_rows_per_second", T.DoubleType(), True),
+    T.StructField("batch_duration_ms", T.LongType(), True),
+    T.StructField("state_rows_total", T.LongType(), True),
+    T.StructField("rows_dropped_by_watermark", T.LongType(), True),
+    T.StructField("event_time_max", T.TimestampType(), True),
+    T.StructField("watermark", T.TimestampType(), True),
+    T.StructField("event_to_output_latency_ms", T.LongType(), True),
+    T.StructField("app_name", T.StringType(), True),
+    T.StructField("recorded_at", T.TimestampType(), False),
+])
+QUERY_METRICS_COLUMNS = tuple(QUERY_METRICS_SCHEMA.fieldNames())
+KEY_COLUMNS = ("query_id", "run_id", "batch_id")
+
+
+def metrics_path(platform: PlatformConfig) -> str:
+    """``<lake>/monitoring/queries``."""
+    return platform.table_path("monitoring", "queries")
+
+
+def parse_spark_time(text: str | None) -> datetime | None:
+    """A Spark progress timestamp (``2024-01-01T00:00:00.000Z``) as an aware UTC datetime.
+
+        >>> parse_spark_time("2024-01-01T00:00:01.500Z")
+        datetime.datetime(2024, 1, 1, 0, 0, 1, 500000, tzinfo=datetime.timezone.utc)
+    """
+    if not text:
+        return None
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _number(value: Any, kind: type[int] | type[float]) -> Any:
+    if value is None:
+        return None
+    try:
+        out = kind(value)
+    except (TypeError, ValueError):
+        return None
+    return None if isinstance(out, float) and out != out else out  # NaN -> null
+
+
+def progress_row(progress: Any, app_name: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """One :data:`QUERY_METRICS_SCHEMA` row (a dict) from a ``StreamingQueryProgress``
+    (or anything with its attributes, e.g. a test double)."""
+    started = parse_spark_time(progress.timestamp)
+    if started is None:
+        raise ValueError("progress.timestamp: expected an ISO 8601 time, got nothing")
+    durations = dict(progress.durationMs or {})
+    duration = _number(durations.get("triggerExecution", progress.batchDuration), int)
+    event_time = dict(progress.eventTime or {})
+    newest = parse_spark_time(event_time.get("max"))
+    latency = None
+    if newest is not None:
+        finished = started + timedelta(milliseconds=duration or 0)
+        latency = int((finished - newest) / timedelta(milliseconds=1))
+    operators = list(progress.stateOperators or [])
+    state = sum(int(op.numRowsTotal) for op in operators) if operators else None
+    dropped = sum(int(op.numRowsDroppedByWatermark) for op in operators) if operators else None
+    return {
+        "query_name": progress.name,
+        "query_id": str(progress.id),
+        "run_id": str(progress.runId),
+        "batch_id": int(progress.batchId),
+        "timestamp": started,
+        "num_input_rows": _number(progress.numInputRows, int),
+        "input_rows_per_second": _number(progress.inputRowsPerSecond, float),
+        "processed_rows_per_second": _number(progress.processedRowsPerSecond, float),
+        "batch_duration_ms": duration,
+        "state_rows_total": state,
+        "rows_dropped_by_watermark": dropped,
+        "event_time_max": newest,
+        "watermark": parse_spark_time(event_time.get("watermark")),
+        "event_to_output_latency_ms": latency,
+        "app_name": app_name,
+        "recorded_at": now or datetime.now(UTC),
+    }
+
+
+class QueryMetricsListener(StreamingQueryListener):
+    """Buffers one row per query progress and appends the buffer to ``path`` in the background.
+
+    Use :func:`attach_query_metrics` rather than building one directly.
+    """
+
+    def __init__(
+        self, spark: SparkSession, path: str, *, flush_interval_s: float = 10.0, max_buffer: int = 10_000
+    ) -> None:
+        if flush_interval_s <= 0:
+            raise ValueError(f"flush_interval_s: expected seconds > 0, got {flush_interval_s!r}")
+        if max_buffer < 1:
+            raise ValueError(f"max_buffer: expected at least 1 row, got {max_buffer!r}")
+        self._session = spark
+        self.path = path
+        self.flush_interval_s = flush_interval_s
+        self.max_buffer = max_buffer
+        self.dropped = 0
+        self._app_name = spark.sparkContext.appName
+        self._txn_app = f"driftline-query-metrics-{uuid.uuid4().hex}"
+        self._txn_version = 0
+        self._rows: list[dict[str, Any]] = []
+        self._seen: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="driftline-query-metrics", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ Spark's callbacks: never raise
+
+    def onQueryStarted(self, event: Any) -> None:
+        pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        try:
+            row = progress_row(event.progress, self._app_name)
+            with self._changed:
+                self._rows.append(row)
+                if len(self._rows) > self.max_buffer:
+                    overflow = len(self._rows) - self.max_buffer
+                    del self._rows[:overflow]
+                    self.dropped += overflow
+                key = (row["query_id"], row["run_id"])
+                self._seen[key] = max(self._seen.get(key, -1), row["batch_id"])
+                self._changed.notify_all()
+        except Exception:  # noqa: BLE001 - a listener must not fail Spark's listener bus
+            log.exception("query metrics: could not record a progress event")
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        self._wake.set()  # flush soon, from the background thread
+
+    # ------------------------------------------------------------------ buffer
+
+    def pending(self) -> int:
+        """Rows buffered but not written yet."""
+        with self._lock:
+            return len(self._rows)
+
+    def wait_for_batch(self, query_id: str | uuid.UUID, batch_id: int, timeout_s: float = 30.0) -> bool:
+        """Wait until the progress of ``batch_id`` (of any run of the query) has reached the
+        listener; Spark delivers listener events asynchronously. True when it has.
+
+            query.processAllAvailable()
+            listener.wait_for_batch(query.id, query.lastProgress.batchId)
+        """
+        qid = str(query_id)
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                if any(b >= batch_id for (q, _), b in self._seen.items() if q == qid):
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+
+    def flush(self) -> int:
+        """Append the buffered rows to the Delta table now; return how many were written.
+
+        On failure the rows go back to the buffer and the error propagates."""
+        with self._flush_lock:
+            with self._lock:
+                rows, self._rows = self._rows, []
+            if not rows:
+                return 0
+            try:
+                df = self._session.createDataFrame([tuple(r[c] for c in QUERY_METRICS_COLUMNS) for r in rows],
+                                                QUERY_METRICS_SCHEMA)
+                (df.write.format("delta").mode("append")
+                 .option("txnAppId", self._txn_app).option("txnVersion", str(self._txn_version))
+                 .save(self.path))
+            except BaseException:
+                with self._lock:
+                    self._rows[:0] = rows
+                raise
+            self._txn_version += 1
+            log.debug("query metrics: %d rows -> %s", len(rows), self.path)
+            return len(rows)
+
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            if self._closed.is_set():
+                return
+            if self._session.sparkContext._jsc is None:  # the session was stopped under us
+                return
+            try:
+                self.flush()
+            except Exception as e:  # noqa: BLE001 - retried at the next interval
+                log.warning("query metrics: writing %s failed, will retry: %s", self.path, e)
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Stop the background thread, remove the listener and write what is buffered."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._wake.set()
+        self._thread.join(timeout_s)
+        _ATTACHED.pop((id(self._session), self.path), None)
+        if self._session.sparkContext._jsc is None:
+            if self.pending():
+                log.warning("query metrics: session stopped, %d rows not written", self.pending())
+            return
+        try:
+            self._session.streams.removeListener(self)
+        except Exception as e:  # noqa: BLE001
+            log.debug("query metrics: removing the listener failed: %s", e)
+        try:
+            self.flush()
+        except Exception as e:  # noqa: BLE001
+            log.warning("query metrics: final write to %s failed; %d rows lost: %s", self.path, self.pending(), e)
+
+
+_ATTACHED: dict[tuple[int, str], QueryMetricsListener] = {}
+_ATTACH_LOCK = threading.Lock()
+
+
+def attach_query_metrics(
+    spark: SparkSession, platform: PlatformConfig, *, flush_interval_s: float = 10.0
+) -> QueryMetricsListener:
+    """Record the progress of every streaming query of ``spark`` into ``monitoring/queries``.
+
+    Idempotent per session and table: a second call returns the listener already attached.
+
+    Example::
+
+        listener = attach_query_metrics(spark, platform)
+        query = stream.writeStream.queryName("score").start()
+    """
+    if not isinstance(spark, SparkSession):
+        raise TypeError(f"spark: expected SparkSession, got {type(spark).__name__}")
+    path = metrics_path(platform)
+    with _ATTACH_LOCK:
+        existing = _ATTACHED.get((id(spark), path))
+        if existing is not None and not existing._closed.is_set():
+            return existing
+        listener = QueryMetricsListener(spark, path, flush_interval_s=flush_interval_s)
+        spark.streams.addListener(listener)
+        _ATTACHED[(id(spark), path)] = listener
+        atexit.register(listener.close)
+        log.info("query metrics: recording streaming progress into %s", listener.path)
+        return listener
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def latest_per_query(path: str) -> list[dict[str, Any]]:
+    """The newest row of each query (by query id) in the metrics table at ``path``, read
+    with delta-rs (no Spark needed); newest first. Empty when there is no table yet.
+
+    Example::
+
+        latest_per_query(metrics_path(platform))[0]["processed_rows_per_second"]
+    """
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        rows = DeltaTable(path).to_pyarrow_table().to_pylist()
+    except TableNotFoundError:
+        return []
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        seen = latest.get(row["query_id"])
+        if seen is None or (row["timestamp"], row["batch_id"]) > (seen["timestamp"], seen["batch_id"]):
+            latest[row["query_id"]] = row
+    return sorted(latest.values(), key=lambda r: r["timestamp"], reverse=True)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if hasattr(value, "strftime"):
+        return str(value.strftime("%Y-%m-%d %H:%M:%S"))
+    return str(value)
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table with columns padded to their widest cell.
+
+        >>> print(format_table(["query", "rows"], [["score", 1200]]))
+        query  rows
+        score  1,200
+    """
+    body = [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=False)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in [header, *body]]
+    return "\n".join(lines)
+
+
+QUERY_TABLE = (
+    ("query", "query_name"), ("batch", "batch_id"), ("time (UTC)", "timestamp"), ("input rows", "num_input_rows"),
+    ("input/s", "input_rows_per_second"), ("processed/s", "processed_rows_per_second"),
+    ("batch ms", "batch_duration_ms"), ("latency ms", "event_to_output_latency_ms"),
+    ("state rows", "state_rows_total"), ("dropped", "rows_dropped_by_watermark"),
+)
+
+
+def format_queries(rows: Sequence[dict[str, Any]]) -> str:
+    """:func:`latest_per_query` output as a table; a query without a name shows its id."""
+    body = [[r.get(col) if col != "query_name" else (r.get("query_name") or r["query_id"]) for _, col in QUERY_TABLE]
+            for r in rows]
+    return format_table([h for h, _ in QUERY_TABLE], body)
