@@ -4,6 +4,8 @@
     driftline promote --usecase fraud                 the challenger, through the quality gate
     driftline promote --usecase fraud --version 3 --force
     driftline rollback --usecase fraud                champion back to the version it replaced
+    driftline route --usecase fraud --mode canary --share 0.25
+                                                      how the challenger takes part in online scoring
 
 Every change is recorded in ``audit/<uc>_model_events``. ``promote`` without
 ``--force`` re-scores the champion on the candidate's own test set (rebuilt from
@@ -84,4 +86,21 @@ def rollback(ctx: Context, usecase: str) -> None:
     click.echo(f"{uc.name}-model: champion is version {version} again")
 
 
-COMMANDS = (models, promote, rollback)
+@click.command("route")
+@click.option("--usecase", required=True, help="Use case name (conf/usecases/<name>.yaml).")
+@click.option("--mode", type=click.Choice(["champion", "shadow", "canary"]), required=True,
+              help="champion: the challenger is not scored; shadow: scored and stored, never served; "
+                   "canary: serves --share of the entities.")
+@click.option("--share", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Canary share of entities, 0..1 (e.g. 0.05, then 0.25, then 1.0) [unchanged].")
+@pass_ctx
+def route(ctx: Context, usecase: str, mode: str, share: float | None) -> None:
+    """Change how the challenger is routed; a running scoring query applies it at its next batch."""
+    from driftline.scoring import set_routing
+
+    uc = load_usecase(usecase)
+    new = set_routing(_spark(ctx), ctx.platform, uc, mode, share)
+    click.echo(f"{uc.name}-model: routing {new.mode}" + (f", canary share {new.share:g}" if new.mode == "canary" else ""))
+
+
+COMMANDS = (models, promote, rollback, route)

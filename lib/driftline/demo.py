@@ -2,7 +2,8 @@
 
 ``run_demo``: the batch lifecycle as a user runs it, on the embedded defaults:
 simulated events published to Kafka, then each job submitted with
-``spark-submit.sh`` (ingest → validate → build_features → train → batch_score),
+``spark-submit.sh`` (ingest → validate → build_features → train → batch_score →
+streaming/score over the same topic),
 then a summary read back with delta-rs and MLflow.
 
 ``run_smoke``: broker → JSON events → Structured Streaming → Delta, verified by
@@ -143,7 +144,12 @@ def run_smoke(
         return result
 
 
-DEMO_STEPS = ("jobs/ingest.py", "jobs/validate.py", "jobs/build_features.py", "jobs/train.py", "jobs/batch_score.py")
+DEMO_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("jobs/ingest.py", ()), ("jobs/validate.py", ()), ("jobs/build_features.py", ()), ("jobs/train.py", ()),
+    ("jobs/batch_score.py", ()),
+    # the online path over the same events: Kafka -> features -> champion -> Delta + Kafka
+    ("streaming/score.py", ("--trigger", "availableNow")),
+)
 
 
 def submit(job: str, args: list[str], overrides: tuple[str, ...] = ()) -> None:
@@ -201,17 +207,20 @@ def run_demo(
                                  scenarios=["malformed:rate=0.01", "duplicates:rate=0.01"])
         echo(f"[1/{total}] published {result.acked} events and {result.labels_acked} labels to "
              f"{uc.topic('events')} / {uc.topic('labels')} (1% malformed, 1% duplicates)")
-        for i, job in enumerate(DEMO_STEPS, start=2):
+        for i, (job, extra) in enumerate(DEMO_STEPS, start=2):
             t0 = time.monotonic()
-            submit(job, ["--usecase", uc.name], overrides)
-            echo(f"[{i}/{total}] ./spark-submit.sh {job} --usecase {uc.name}  ({time.monotonic() - t0:.0f}s)")
+            submit(job, ["--usecase", uc.name, *extra], overrides)
+            echo(f"[{i}/{total}] ./spark-submit.sh {' '.join([job, '--usecase', uc.name, *extra])}  "
+                 f"({time.monotonic() - t0:.0f}s)")
         tables = {
             f"{layer}/{name}": _delta_rows(platform.table_path(layer, name))
             for layer, name in (
                 ("bronze", f"{uc.name}_events"), ("quarantine", f"{uc.name}_events"),
                 ("silver", f"{uc.name}_events"), ("silver", f"{uc.name}_labels"),
                 ("gold", f"{uc.name}_features_offline"), ("gold", f"{uc.name}_features_online"),
-                ("predictions", f"{uc.name}_batch"), ("audit", f"{uc.name}_model_events"),
+                ("predictions", f"{uc.name}_batch"), ("predictions", uc.name),
+                ("gold", f"{uc.name}_features_stream"), ("quarantine", f"{uc.name}_events_stream"),
+                ("audit", f"{uc.name}_model_events"),
             )
         }
         echo("Delta tables (rows, read with delta-rs):")

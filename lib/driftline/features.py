@@ -351,12 +351,12 @@ def point_in_time_features(events: DataFrame, spec: FeatureSpec, labels: DataFra
         *_time_of_day(spec),
         *aggregates,
     ).where(F.col("_source") == F.lit("events"))
-    return _with_ratios(with_aggs, spec.ratios).select(
+    return with_ratios(with_aggs, spec.ratios).select(
         F.col(spec.id), F.col(spec.entity), F.col(spec.timestamp), *[F.col(c) for c in spec.columns()]
     )
 
 
-def _with_ratios(df: DataFrame, ratios: Sequence[Ratio]) -> DataFrame:
+def with_ratios(df: DataFrame, ratios: Sequence[Ratio]) -> DataFrame:
     """Add ratio columns in definition order (a ratio may use an earlier one)."""
     for r in ratios:
         df = df.select("*", _ratio(F.col(r.numerator), F.col(r.denominator)).alias(r.name))
@@ -411,7 +411,7 @@ def online_features(
     latest = timeline.groupBy(F.col(spec.entity)).agg(
         *[_finish(a.fn, _aggregate(a.fn, F.when(in_window(a), _input_value(a)))).alias(a.name) for a in spec.aggregates]
     )
-    return _with_ratios(latest, spec.entity_level_ratios()).select(
+    return with_ratios(latest, spec.entity_level_ratios()).select(
         F.col(spec.entity), as_of_col.alias("as_of"), *[F.col(c) for c in online_columns(spec)]
     )
 
