@@ -44,8 +44,13 @@ test: lint
 unit: setup
 	$(BIN)/pytest -q tests/unit
 
-bench: setup
+bench: setup $(VENV)/.driftline-bench-installed
 	$(BIN)/python -m benchmarks.run
+
+# the optional bench extra (Evidently, the drift baseline), installed once
+$(VENV)/.driftline-bench-installed: pyproject.toml $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	@touch $@
 
 broker-start: setup
 	$(BIN)/driftline kafka start

@@ -276,7 +276,9 @@ def _set_path(data: dict[str, Any], dotted: str, raw: str, source: str) -> None:
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
-    reserved = {"DRIFTLINE_CONF_DIR", "DRIFTLINE_JARS_DIR", "DRIFTLINE_HOME", "DRIFTLINE_FAULT_PAUSE_AFTER_WRITE"}
+    # not platform settings: where things are, the notebook's use case, a test hook
+    reserved = {"DRIFTLINE_CONF_DIR", "DRIFTLINE_JARS_DIR", "DRIFTLINE_HOME", "DRIFTLINE_USECASE",
+                "DRIFTLINE_FAULT_PAUSE_AFTER_WRITE"}
     for name, raw in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or name in reserved:
             continue
