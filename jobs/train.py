@@ -94,7 +94,7 @@ def run(
         scores = score_frame(result.model, splits.test, usecase.label.kind)
         profile = build_reference_profile(
             splits.train, spec.numeric, spec.categorical, scores=scores, score_kind=usecase.label.kind,
-            bins=spec.profile.bins,
+            bins=spec.profile.bins, rel_error=spec.profile.rel_error,
         )
         example = splits.train.select(*spec.features).limit(5).toPandas()
 

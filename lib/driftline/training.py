@@ -137,6 +137,8 @@ class GateSpec(_Strict):
 
 class ProfileSpec(_Strict):
     bins: int = Field(10, ge=2)
+    # relative error of the quantiles behind the bin edges; 0 (exact) cost ~28% of a 1M-row training run
+    rel_error: float = Field(0.001, ge=0.0, le=0.1)
 
 
 class PcaSpec(_Strict):
