@@ -1,0 +1,972 @@
+"""The streaming monitor: drift, input/output quality and online performance per
+event-time window, against the champion's reference profile.
+
+One pass, no raw rows on the driver. Each micro-batch is turned into *partial
+counts* with built-in aggregations: cells known in advance (volume, missing
+values, the profile's numeric bins via :func:`driftline.profile.bin_index` and
+its categories) as one ``count_if`` each in a single wide aggregation per window;
+values the reference never saw, scores by bin and labels joined to predictions
+(confusion cell, score bin) as ``(kind, feature, bucket)`` items counted by
+``groupBy``. The partial counts are appended to a small state table per source with
+``txnAppId``/``txnVersion`` (a replayed batch adds nothing). Once the watermark
+(newest event time seen minus ``drift.lateness``) passes a window's end, its
+counts are summed (a table of a few hundred rows, the only thing collected),
+the statistics are computed with :mod:`driftline.drift`, the rows are MERGEd
+into the output tables by key (a replay rewrites the same rows) and the
+window's state is deleted, so state stays bounded by the lateness. Rows later
+than the watermark are dropped, as Spark's own watermark would.
+
+Output tables (:data:`DRIFT_SCHEMA`, :data:`QUALITY_SCHEMA`, :data:`PERFORMANCE_SCHEMA`):
+``monitoring/<uc>_drift``, ``monitoring/<uc>_quality``, ``monitoring/<uc>_performance``.
+
+The decision per feature accounts for sample size and for testing many
+features at once: a statistic is ``drifted`` when the window has at least
+``drift.min_samples`` rows, its value reaches its threshold (effect size) AND
+the feature's chi-square p-value, adjusted with Benjamini–Hochberg across the
+window's features, is at most ``drift.alpha``::
+
+    spec = drift_spec(uc)
+    profile = load_reference_profile(platform, uc)            # the champion's
+    counts = event_counts(typed_events, profile, spec, uc)    # static or per micro-batch
+    tables = window_tables(counts.toPandas(), profile, spec, uc, computed_at=now)
+    queries = start_monitor(spark, platform, uc, profile, trigger="availableNow")
+
+Known limits: events are validated per micro-batch with
+:func:`driftline.quality.classify`, so a duplicate is only caught within its
+batch; a record whose event time cannot be read (not JSON, a broken time) is in
+no window and so in no rate; Wasserstein is computed on the profile's bins (see
+:mod:`driftline.drift` for how far that is from the raw-value distance).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.streaming import StreamingQuery
+
+from driftline import drift
+from driftline.config import PlatformConfig, UseCaseConfig
+from driftline.errors import ConfigError, DriftlineError
+from driftline.io import write_delta
+from driftline.profile import bin_index
+from driftline.simulate import SimulationError, parse_duration
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("events", "predictions", "performance")
+
+DRIFT_SCHEMA = T.StructType([
+    T.StructField("window_start", T.TimestampType(), False),
+    T.StructField("window_end", T.TimestampType(), False),
+    T.StructField("feature", T.StringType(), False),
+    T.StructField("kind", T.StringType(), False),
+    T.StructField("statistic", T.StringType(), False),
+    T.StructField("value", T.DoubleType(), True),
+    T.StructField("p_value", T.DoubleType(), True),
+    T.StructField("p_adjusted", T.DoubleType(), True),
+    T.StructField("threshold", T.DoubleType(), True),
+    T.StructField("drifted", T.BooleanType(), False),
+    T.StructField("n_reference", T.LongType(), False),
+    T.StructField("n_current", T.LongType(), False),
+    T.StructField("computed_at", T.TimestampType(), False),
+])
+QUALITY_SCHEMA = T.StructType([
+    T.StructField("window_start", T.TimestampType(), False),
+    T.StructField("window_end", T.TimestampType(), False),
+    T.StructField("metric", T.StringType(), False),
+    T.StructField("column", T.StringType(), True),
+    T.StructField("value", T.DoubleType(), True),
+    T.StructField("threshold", T.DoubleType(), True),
+    T.StructField("breached", T.BooleanType(), False),
+    T.StructField("computed_at", T.TimestampType(), False),
+])
+PERFORMANCE_SCHEMA = T.StructType([
+    T.StructField("window_start", T.TimestampType(), False),
+    T.StructField("window_end", T.TimestampType(), False),
+    T.StructField("metric", T.StringType(), False),
+    T.StructField("value", T.DoubleType(), True),
+    T.StructField("n", T.LongType(), False),
+    T.StructField("threshold", T.DoubleType(), True),
+    T.StructField("breached", T.BooleanType(), False),
+    T.StructField("computed_at", T.TimestampType(), False),
+])
+# Partial counts of one micro-batch; summed per key when a window closes.
+COUNT_SCHEMA = T.StructType([
+    T.StructField("window_start", T.TimestampType(), False),
+    T.StructField("window_end", T.TimestampType(), False),
+    T.StructField("kind", T.StringType(), False),
+    T.StructField("feature", T.StringType(), False),
+    T.StructField("bucket", T.StringType(), False),
+    T.StructField("n", T.LongType(), False),
+    T.StructField("total", T.DoubleType(), True),
+    T.StructField("low", T.DoubleType(), True),
+    T.StructField("high", T.DoubleType(), True),
+    T.StructField("newest", T.TimestampType(), True),
+])
+COUNT_KEYS = ("window_start", "window_end", "kind", "feature", "bucket")
+STATE_SCHEMA = T.StructType([*COUNT_SCHEMA.fields, T.StructField("batch_id", T.LongType(), False)])
+OUTPUT_KEYS = {
+    "drift": ("window_start", "kind", "feature", "statistic"),
+    "quality": ("window_start", "metric", "column"),
+    "performance": ("window_start", "metric"),
+}
+OUTPUT_SCHEMAS = {"drift": DRIFT_SCHEMA, "quality": QUALITY_SCHEMA, "performance": PERFORMANCE_SCHEMA}
+
+
+class MonitorError(DriftlineError, RuntimeError):
+    """The monitor cannot run (no reference profile, no input table, ...)."""
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Thresholds(_Strict):
+    """Effect-size thresholds of one kind of feature (a statistic reaching it may be drifted)."""
+
+    psi: float = Field(0.2, gt=0)
+    js: float = Field(0.1, gt=0, le=1)
+    wasserstein: float = Field(0.1, gt=0)
+    unseen_share: float = Field(0.01, gt=0, le=1)
+
+
+class QualitySpec(_Strict):
+    """Input and output limits per window; a rate above its limit is ``breached``."""
+
+    missing_margin: float = Field(0.05, ge=0, le=1)   # above the reference's own missing rate
+    max_missing_rate: dict[str, float] = Field(default_factory=dict)  # absolute, per column
+    max_quarantine_rate: float = Field(0.05, ge=0, le=1)
+    max_null_prediction_rate: float = Field(0.0, ge=0, le=1)
+    max_positive_rate: float | None = Field(None, ge=0, le=1)
+
+
+class Bound(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class PerformanceSpec(_Strict):
+    """Online performance once labels arrive: thresholds, minimum labels, join horizon."""
+
+    min_labels: int = Field(200, ge=1)
+    min_positives: int = Field(10, ge=1)
+    score_bins: int = Field(1000, ge=10)
+    max_label_delay: str = "1h"
+    thresholds: dict[str, Bound] = Field(default_factory=dict)
+
+
+class DriftSpec(_Strict):
+    """The ``drift:`` section of a use case (see conf/usecases/fraud.yaml)."""
+
+    window: str = "1m"
+    lateness: str = "2m"
+    min_samples: int = Field(500, ge=1)
+    alpha: float = Field(0.01, gt=0, lt=1)
+    features: list[str] | None = None
+    numeric: Thresholds = Thresholds()
+    categorical: Thresholds = Thresholds()
+    prediction: Thresholds = Thresholds()
+    quality: QualitySpec = QualitySpec()
+    performance: PerformanceSpec = PerformanceSpec()
+    alert: dict[str, Any] = Field(default_factory=dict)  # read by the alerting stage
+
+    @property
+    def window_s(self) -> int:
+        return _seconds(self.window, "drift.window")
+
+    @property
+    def lateness_s(self) -> int:
+        return _seconds(self.lateness, "drift.lateness", allow_zero=True)
+
+    @property
+    def label_delay_s(self) -> int:
+        return _seconds(self.performance.max_label_delay, "drift.performance.max_label_delay")
+
+
+def _seconds(text: str, key: str, allow_zero: bool = False) -> int:
+    try:
+        value = parse_duration(text)
+    except SimulationError as e:
+        raise ConfigError(f"{key}: got {text!r}, expected a duration such as 30s, 1m or 1h") from e
+    if value != int(value) or (value <= 0 and not allow_zero):
+        raise ConfigError(f"{key}: got {text!r}, expected a whole, positive number of seconds")
+    return int(value)
+
+
+def drift_spec(usecase: UseCaseConfig) -> DriftSpec:
+    """Parse and check ``usecase.drift``; errors name the key.
+
+    Example::
+
+        drift_spec(load_usecase("fraud")).numeric.psi   # 0.2
+    """
+    try:
+        spec = DriftSpec.model_validate(usecase.drift)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"drift.{'.'.join(str(p) for p in err['loc'])}: got {err.get('input')!r}, expected: {err['msg']}"
+            for err in e.errors()
+        )
+        raise ConfigError(f"usecase {usecase.name}: {problems}") from e
+    for key in ("window_s", "lateness_s", "label_delay_s"):
+        getattr(spec, key)
+    return spec
+
+
+# --------------------------------------------------------------------------- reference profile
+
+
+def load_reference_profile(platform: PlatformConfig, uc: UseCaseConfig, alias: str = "champion") -> dict[str, Any]:
+    """The reference profile logged with the model behind ``alias`` (MLflow artifact).
+
+    Example::
+
+        profile = load_reference_profile(platform, load_usecase("fraud"))
+        profile["numeric"]["amount"]["edges"]
+    """
+    import mlflow
+
+    from driftline.registry import alias_version, client_for, model_name
+    from driftline.tracking import PROFILE_ARTIFACT
+
+    client = client_for(platform)
+    name = model_name(uc)
+    version = alias_version(client, name, alias)
+    if version is None:
+        raise MonitorError(f"alias: model {name} has no version with alias {alias!r}; train and promote one first")
+    run_id = client.get_model_version(name, str(version)).run_id
+    if not run_id:
+        raise MonitorError(f"{name} v{version} has no MLflow run, so no reference profile")
+    profile = mlflow.artifacts.load_dict(f"runs:/{run_id}/{PROFILE_ARTIFACT}")
+    return {**profile, "model_version": version}
+
+
+@dataclass(frozen=True)
+class Monitored:
+    """Which columns the monitor watches: profile features that are event fields."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    @classmethod
+    def of(cls, profile: Mapping[str, Any], spec: DriftSpec, uc: UseCaseConfig) -> Monitored:
+        fields = {f.name for f in uc.schema_}
+        wanted = set(spec.features) if spec.features is not None else fields
+        if spec.features is not None:
+            unknown = sorted(set(spec.features) - fields)
+            if unknown:
+                raise ConfigError(f"drift.features: {unknown} are not fields of use case {uc.name}")
+        numeric = tuple(c for c in profile.get("numeric", {}) if c in fields and c in wanted)
+        categorical = tuple(c for c in profile.get("categorical", {}) if c in fields and c in wanted)
+        missing = tuple(f.name for f in uc.schema_ if f.name not in (uc.event_id, uc.event_time))
+        return cls(numeric, categorical, missing)
+
+
+# --------------------------------------------------------------------------- counting (Spark)
+
+
+def _item(kind: str, feature: str, bucket: Column, value: Column | None = None) -> Column:
+    return F.struct(
+        F.lit(kind).alias("kind"), F.lit(feature).alias("feature"), bucket.cast("string").alias("bucket"),
+        (value if value is not None else F.lit(None)).cast("double").alias("value"),
+    )
+
+
+def _when(cond: Column, item: Column) -> Column:
+    return F.when(cond, item)
+
+
+def aggregate_counts(df: DataFrame, time_col: str, items: Sequence[Column], window_s: int) -> DataFrame:
+    """Explode each row into its ``(kind, feature, bucket, value)`` items (nulls skipped) and count
+    them per tumbling event-time window: the :data:`COUNT_SCHEMA` frame.
+
+    Example::
+
+        aggregate_counts(df, "event_time", [_item("input", "volume", F.lit(""))], 60)
+    """
+    if window_s <= 0:
+        raise ValueError(f"window_s: expected a positive number of seconds, got {window_s}")
+    timed = df.where(F.col(time_col).isNotNull())
+    exploded = timed.select(
+        F.window(F.col(time_col), f"{window_s} seconds").alias("w"),
+        F.col(time_col).cast("timestamp").alias("t"),
+        F.explode(F.filter(F.array(*items), lambda x: x.isNotNull())).alias("item"),
+    )
+    return (
+        exploded.groupBy(
+            F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"),
+            F.col("item.kind").alias("kind"), F.col("item.feature").alias("feature"),
+            F.col("item.bucket").alias("bucket"),
+        )
+        .agg(
+            F.count(F.lit(1)).alias("n"), F.sum("item.value").alias("total"),
+            F.min("item.value").alias("low"), F.max("item.value").alias("high"),
+            F.max(F.col("t")).alias("newest"),
+        )
+        .select(*COUNT_SCHEMA.fieldNames())
+    )
+
+
+def fixed_counts(
+    df: DataFrame, time_col: str, cells: Sequence[tuple[str, str, str, Column]], window_s: int
+) -> DataFrame:
+    """Counts of known cells ``(kind, feature, bucket, condition)`` per tumbling window in one
+    wide aggregation (a ``count_if`` per cell, no row is exploded), as a :data:`COUNT_SCHEMA`
+    frame without empty cells.
+
+    Example::
+
+        fixed_counts(df, "event_time", [("input", "volume", "", F.lit(True))], 60)
+    """
+    if not cells:
+        raise ValueError("cells: expected at least one (kind, feature, bucket, condition)")
+    timed = df.where(F.col(time_col).isNotNull())
+    wide = timed.groupBy(F.window(F.col(time_col), f"{window_s} seconds").alias("w")).agg(
+        F.max(F.col(time_col).cast("timestamp")).alias("newest"),
+        *[F.count_if(cond).alias(f"_c{i}") for i, (_, _, _, cond) in enumerate(cells)],
+    )
+    cell = F.explode(F.array(*[
+        F.struct(F.lit(kind).alias("kind"), F.lit(feature).alias("feature"), F.lit(bucket).alias("bucket"),
+                 F.col(f"_c{i}").cast("long").alias("n"))
+        for i, (kind, feature, bucket, _) in enumerate(cells)
+    ])).alias("cell")
+    return (
+        wide.select(F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"), "newest", cell)
+        .where(F.col("cell.n") > 0)
+        .select("window_start", "window_end", F.col("cell.kind").alias("kind"), F.col("cell.feature").alias("feature"),
+                F.col("cell.bucket").alias("bucket"), F.col("cell.n").alias("n"),
+                *[F.lit(None).cast("double").alias(c) for c in ("total", "low", "high")], "newest")
+    )
+
+
+def event_counts(
+    events: DataFrame, profile: Mapping[str, Any], spec: DriftSpec, uc: UseCaseConfig,
+    quarantined_col: str | None = "quarantined",
+) -> DataFrame:
+    """Per-window counts of typed events (one column per schema field, plus a boolean
+    ``quarantined`` column, if any): ``input`` volume and quarantined records,
+    ``missing`` values per field, and — over records that passed validation —
+    ``numeric`` bins and ``categorical`` values of the monitored features.
+
+    Everything known in advance (volume, missing values, the profile's bins and
+    categories) is counted in one wide aggregation (:func:`fixed_counts`); only
+    values the reference never saw are exploded and counted by value.
+
+    Example::
+
+        event_counts(silver_like_df.withColumn("quarantined", F.lit(False)), profile, spec, uc)
+    """
+    cols = Monitored.of(profile, spec, uc)
+    good = ~F.col("_quarantined")
+    pre = events.select(
+        F.col(uc.event_time),
+        (F.col(quarantined_col) if quarantined_col else F.lit(False)).alias("_quarantined"),
+        *[F.col(c) for c in dict.fromkeys([*cols.missing, *cols.numeric, *cols.categorical]) if c != uc.event_time],
+        *[bin_index(F.col(c), profile["numeric"][c]["edges"]).alias(f"_bin{i}") for i, c in enumerate(cols.numeric)],
+    )
+    cells: list[tuple[str, str, str, Column]] = [("input", "volume", "", F.lit(True))]
+    if quarantined_col:
+        cells.append(("input", "quarantined", "", F.col("_quarantined")))
+    for c in cols.missing:
+        null = F.col(c).isNull()
+        if uc.field(c).type == "double":
+            null = null | F.isnan(F.col(c))
+        cells.append(("missing", c, "", null))
+    for i, c in enumerate(cols.numeric):
+        cells += [("numeric", c, str(k), good & (F.col(f"_bin{i}") == F.lit(k)))
+                  for k in range(len(profile["numeric"][c]["edges"]) + 1)]
+    unseen: list[Column] = []
+    for c in cols.categorical:
+        levels = [str(v) for v in profile["categorical"][c]["counts"]]
+        v = F.col(c).cast("string")
+        cells += [("categorical", c, level, good & (v == F.lit(level))) for level in levels]
+        unseen.append(_when(good & v.isNotNull() & ~v.isin(*levels), _item("categorical", c, v)))
+    known = fixed_counts(pre, uc.event_time, cells, spec.window_s)
+    if not unseen:
+        return known
+    return known.unionByName(aggregate_counts(pre, uc.event_time, unseen, spec.window_s))
+
+
+def classified_events(classified: DataFrame, uc: UseCaseConfig) -> DataFrame:
+    """Typed event columns plus ``quarantined`` from :func:`driftline.quality.classify` output."""
+    return classified.select(
+        *[F.col("parsed")[f.name].alias(f.name) for f in uc.schema_],
+        F.col("reason").isNotNull().alias("quarantined"),
+    )
+
+
+def prediction_counts(
+    predictions: DataFrame, profile: Mapping[str, Any], spec: DriftSpec, uc: UseCaseConfig
+) -> DataFrame:
+    """Per-window counts of served predictions (``predictions/<uc>`` columns): score bins
+    of the reference prediction profile (with min/max), volume, null or NaN predictions, positives.
+
+    Example::
+
+        prediction_counts(spark.read.format("delta").load(path), profile, spec, uc)
+    """
+    score, pred = F.col("score").cast("double"), F.col("prediction").cast("double")
+    bad = score.isNull() | F.isnan(score) | pred.isNull() | F.isnan(pred)
+    items: list[Column] = [
+        _item("output", "volume", F.lit("")),
+        _when(bad, _item("output", "null_prediction", F.lit(""))),
+    ]
+    if uc.label.kind == "binary":
+        items.append(_when(~bad & (pred == F.lit(1.0)), _item("output", "positive", F.lit(""))))
+    ref = profile.get("prediction")
+    if ref is not None:
+        b = bin_index(score, ref["edges"])
+        items.append(_when(b.isNotNull(), _item("prediction", "score", b, score)))
+    served = predictions.where(F.col("served"))
+    return aggregate_counts(served, "event_time", items, spec.window_s)
+
+
+def performance_counts(joined: DataFrame, spec: DriftSpec, uc: UseCaseConfig) -> DataFrame:
+    """Per-window counts of predictions joined with their labels (columns ``event_time``,
+    ``score``, ``prediction``, ``label``): confusion cells and positives/negatives per
+    fine score bin (binary), or squared and absolute errors (regression).
+
+    Example::
+
+        performance_counts(preds.join(labels, "event_id", "inner"), spec, uc)
+    """
+    score, pred, label = (F.col(c).cast("double") for c in ("score", "prediction", "label"))
+    ok = score.isNotNull() & ~F.isnan(score) & label.isNotNull()
+    items: list[Column] = [_when(ok, _item("perf", "labels", F.lit("")))]
+    if uc.label.kind == "binary":
+        positive, predicted = label == F.lit(1.0), pred == F.lit(1.0)
+        cell = (
+            F.when(positive & predicted, F.lit("tp")).when(~positive & predicted, F.lit("fp"))
+            .when(positive & ~predicted, F.lit("fn")).otherwise(F.lit("tn"))
+        )
+        bins = spec.performance.score_bins
+        sbin = F.least(F.greatest(F.floor(score * F.lit(bins)), F.lit(0)), F.lit(bins - 1)).cast("long")
+        items += [
+            _when(ok, _item("perf", "confusion", cell)),
+            _when(ok, _item("perf", "score", F.concat(label.cast("int").cast("string"), F.lit(":"),
+                                                      sbin.cast("string")))),
+        ]
+    else:
+        err = score - label
+        items += [
+            _when(ok, _item("perf", "squared_error", F.lit(""), err * err)),
+            _when(ok, _item("perf", "abs_error", F.lit(""), F.abs(err))),
+        ]
+    return aggregate_counts(joined, "event_time", items, spec.window_s)
+
+
+# --------------------------------------------------------------------------- statistics (driver, small)
+
+
+def sum_counts(counts: pd.DataFrame) -> pd.DataFrame:
+    """Partial counts summed per key (n and total added, low/high min/max)."""
+    if counts.empty:
+        return counts
+    return counts.groupby(list(COUNT_KEYS), as_index=False, dropna=False).agg(
+        n=("n", "sum"), total=("total", "sum"), low=("low", "min"), high=("high", "max"), newest=("newest", "max"))
+
+
+def _drift_rows(
+    ws: Any, we: Any, counts: pd.DataFrame, profile: Mapping[str, Any], spec: DriftSpec, cols: Monitored,
+    kinds: Sequence[str], computed_at: dt.datetime,
+) -> list[dict[str, Any]]:
+    """Drift rows of one window: per feature psi/js/(wasserstein)/chi2/(unseen_share), BH across features."""
+    features: list[tuple[str, str, dict[str, float], int, int]] = []
+    for kind in kinds:
+        names: Sequence[str]
+        if kind == "numeric":
+            names = cols.numeric
+        elif kind == "categorical":
+            names = cols.categorical
+        else:
+            names = ["score"] if profile.get("prediction") is not None else []
+        for name in names:
+            sub = counts[(counts["kind"] == kind) & (counts["feature"] == name)]
+            if kind == "categorical":
+                ref_map = {str(k): float(v) for k, v in profile["categorical"][name]["counts"].items()}
+                cur_map = {str(b): float(n) for b, n in zip(sub["bucket"], sub["n"], strict=True)}
+                values = drift.categorical_statistics(ref_map, cur_map)
+                n_ref = int(sum(ref_map.values()))
+            else:
+                ref_prof = profile["numeric"][name] if kind == "numeric" else profile["prediction"]
+                ref = np.asarray(ref_prof["counts"], dtype=np.float64)
+                cur = np.zeros(len(ref))
+                for b, n in zip(sub["bucket"], sub["n"], strict=True):
+                    cur[int(b)] += float(n)
+                values = drift.numeric_statistics(ref_prof["edges"], ref, cur)
+                n_ref = int(ref.sum())
+            features.append((kind, name, values, n_ref, int(sub["n"].sum())))
+    adjusted = drift.benjamini_hochberg([v["p_value"] for _, _, v, _, _ in features])
+    rows: list[dict[str, Any]] = []
+    for (kind, name, values, n_ref, n_cur), p_adj in zip(features, adjusted, strict=True):
+        thr = getattr(spec, "prediction" if kind == "prediction" else kind)
+        enough = n_cur >= spec.min_samples
+        p = values["p_value"]
+        significant = enough and not math.isnan(p_adj) and p_adj <= spec.alpha
+
+        base = {"window_start": ws, "window_end": we, "feature": name, "kind": kind, "n_reference": n_ref,
+                "n_current": n_cur, "computed_at": computed_at}
+        tested = {"p_value": None if math.isnan(p) else float(p),
+                  "p_adjusted": None if math.isnan(p_adj) else float(p_adj)}
+        out = []
+        for stat in ["psi", "js"] + (["wasserstein"] if kind != "categorical" else []):
+            limit = getattr(thr, stat)
+            out.append({**base, **tested, "statistic": stat, "value": float(values[stat]), "threshold": limit,
+                        "drifted": bool(significant and values[stat] >= limit)})
+        # chi-square carries the test: its threshold is alpha, and it is drifted with the feature
+        out.append({**base, **tested, "statistic": "chi2", "value": float(values["chi2"]), "threshold": spec.alpha,
+                    "drifted": any(r["drifted"] for r in out)})
+        if kind == "categorical":
+            share = values["unseen_share"]
+            out.append({**base, "p_value": None, "p_adjusted": None, "statistic": "unseen_share", "value": share,
+                        "threshold": thr.unseen_share, "drifted": bool(enough and share >= thr.unseen_share)})
+        rows += out
+    return rows
+
+
+def _rate(num: float, den: float) -> float:
+    return num / den if den > 0 else float("nan")
+
+
+def _quality_row(ws: Any, we: Any, metric: str, column: str | None, value: float, threshold: float | None,
+                 breached: bool, computed_at: dt.datetime) -> dict[str, Any]:
+    return {"window_start": ws, "window_end": we, "metric": metric, "column": column, "value": float(value),
+            "threshold": threshold, "breached": bool(breached), "computed_at": computed_at}
+
+
+def _cell(counts: pd.DataFrame, kind: str, feature: str, bucket: str = "", col: str = "n") -> float:
+    sub = counts[(counts["kind"] == kind) & (counts["feature"] == feature) & (counts["bucket"] == bucket)]
+    return float(sub[col].sum()) if len(sub) else 0.0
+
+
+def _input_quality(ws: Any, we: Any, counts: pd.DataFrame, profile: Mapping[str, Any], spec: DriftSpec,
+                   cols: Monitored, computed_at: dt.datetime) -> list[dict[str, Any]]:
+    q = spec.quality
+    volume = _cell(counts, "input", "volume")
+    enough = volume >= spec.min_samples
+    rows = [_quality_row(ws, we, "volume", "events", volume, None, False, computed_at)]
+    rate = _rate(_cell(counts, "input", "quarantined"), volume)
+    rows.append(_quality_row(ws, we, "quarantine_rate", None, rate, q.max_quarantine_rate,
+                             enough and rate > q.max_quarantine_rate, computed_at))
+    ref_rows = float(profile.get("rows") or 0)
+    for c in cols.missing:
+        ref_prof = profile.get("numeric", {}).get(c) or profile.get("categorical", {}).get(c) or {}
+        ref_rate = float(ref_prof.get("null_count", 0)) / ref_rows if ref_rows > 0 else 0.0
+        limit = q.max_missing_rate.get(c, min(1.0, ref_rate + q.missing_margin))
+        rate = _rate(_cell(counts, "missing", c), volume)
+        rows.append(_quality_row(ws, we, "missing_rate", c, rate, limit, enough and rate > limit, computed_at))
+    return rows
+
+
+def _output_quality(ws: Any, we: Any, counts: pd.DataFrame, spec: DriftSpec, uc: UseCaseConfig,
+                    computed_at: dt.datetime) -> list[dict[str, Any]]:
+    q = spec.quality
+    volume = _cell(counts, "output", "volume")
+    enough = volume >= spec.min_samples
+    rows = [_quality_row(ws, we, "volume", "predictions", volume, None, False, computed_at)]
+    rate = _rate(_cell(counts, "output", "null_prediction"), volume)
+    rows.append(_quality_row(ws, we, "null_prediction_rate", "score", rate, q.max_null_prediction_rate,
+                             volume > 0 and rate > q.max_null_prediction_rate, computed_at))
+    scores = counts[(counts["kind"] == "prediction") & (counts["feature"] == "score")]
+    binary = uc.label.kind == "binary"
+    if len(scores):
+        low, high = float(scores["low"].min()), float(scores["high"].max())
+        rows.append(_quality_row(ws, we, "score_min", "score", low, 0.0 if binary else None,
+                                 binary and low < 0.0, computed_at))
+        rows.append(_quality_row(ws, we, "score_max", "score", high, 1.0 if binary else None,
+                                 binary and high > 1.0, computed_at))
+    if binary:
+        rate = _rate(_cell(counts, "output", "positive"), volume)
+        limit = q.max_positive_rate
+        rows.append(_quality_row(ws, we, "positive_rate", "prediction", rate, limit,
+                                 limit is not None and enough and rate > limit, computed_at))
+    return rows
+
+
+def _performance_rows(ws: Any, we: Any, counts: pd.DataFrame, spec: DriftSpec, uc: UseCaseConfig,
+                      computed_at: dt.datetime) -> list[dict[str, Any]]:
+    p = spec.performance
+    n = _cell(counts, "perf", "labels")
+    values: dict[str, float] = {}
+    positives = 0.0
+    if uc.label.kind == "binary":
+        tp, fp, fn = (_cell(counts, "perf", "confusion", c) for c in ("tp", "fp", "fn"))
+        positives = tp + fn
+        scores = counts[(counts["kind"] == "perf") & (counts["feature"] == "score")]
+        pos, neg = np.zeros(p.score_bins), np.zeros(p.score_bins)
+        for bucket, cnt in zip(scores["bucket"], scores["n"], strict=True):
+            label, sbin = str(bucket).split(":")
+            (pos if label == "1" else neg)[int(sbin)] += float(cnt)
+        values["roc_auc"] = drift.roc_auc_from_counts(pos, neg)
+        values.update(drift.confusion_metrics(tp, fp, fn))
+    else:
+        se, ae = _cell(counts, "perf", "squared_error", col="total"), _cell(counts, "perf", "abs_error", col="total")
+        values["rmse"] = math.sqrt(se / n) if n > 0 else float("nan")
+        values["mae"] = ae / n if n > 0 else float("nan")
+    enough = n >= p.min_labels and (uc.label.kind != "binary" or positives >= p.min_positives)
+    rows = []
+    for metric, value in values.items():
+        bound = p.thresholds.get(metric, Bound())
+        below = bound.min is not None and value < bound.min
+        above = bound.max is not None and value > bound.max
+        threshold = bound.min if bound.min is not None else bound.max
+        rows.append({"window_start": ws, "window_end": we, "metric": metric, "value": float(value), "n": int(n),
+                     "threshold": threshold, "breached": bool(enough and not math.isnan(value) and (below or above)),
+                     "computed_at": computed_at})
+    return rows
+
+
+def window_tables(
+    counts: pd.DataFrame, profile: Mapping[str, Any], spec: DriftSpec, uc: UseCaseConfig, computed_at: dt.datetime,
+) -> dict[str, list[dict[str, Any]]]:
+    """The output rows of every window in ``counts`` (a collected :data:`COUNT_SCHEMA`
+    frame, partial counts allowed): ``{'drift': [...], 'quality': [...], 'performance': [...]}``.
+
+    Example::
+
+        tables = window_tables(event_counts(df, profile, spec, uc).toPandas(), profile, spec, uc, now)
+        [r for r in tables["drift"] if r["drifted"]]
+    """
+    out: dict[str, list[dict[str, Any]]] = {"drift": [], "quality": [], "performance": []}
+    if counts.empty:
+        return out
+    cols = Monitored.of(profile, spec, uc)
+    summed = sum_counts(counts)
+    for (ws, we), window in summed.groupby(["window_start", "window_end"], sort=True):
+        kinds = set(window["kind"])
+        ws_py, we_py = pd.Timestamp(ws).to_pydatetime(), pd.Timestamp(we).to_pydatetime()
+        if "input" in kinds:
+            out["drift"] += _drift_rows(ws_py, we_py, window, profile, spec, cols, ["numeric", "categorical"],
+                                        computed_at)
+            out["quality"] += _input_quality(ws_py, we_py, window, profile, spec, cols, computed_at)
+        if "output" in kinds:
+            out["drift"] += _drift_rows(ws_py, we_py, window, profile, spec, cols, ["prediction"], computed_at)
+            out["quality"] += _output_quality(ws_py, we_py, window, spec, uc, computed_at)
+        if "perf" in kinds:
+            out["performance"] += _performance_rows(ws_py, we_py, window, spec, uc, computed_at)
+    return out
+
+
+# --------------------------------------------------------------------------- Delta tables
+
+
+def output_paths(platform: PlatformConfig, uc: UseCaseConfig) -> dict[str, str]:
+    """``{'drift': .../monitoring/<uc>_drift, 'quality': ..., 'performance': ...}``."""
+    return {name: platform.table_path("monitoring", f"{uc.name}_{name}") for name in OUTPUT_SCHEMAS}
+
+
+def state_path(platform: PlatformConfig, uc: UseCaseConfig, source: str) -> str:
+    """The partial-count table of one source (internal, bounded by the lateness)."""
+    return platform.table_path("monitoring", f"{uc.name}_monitor_state_{source}")
+
+
+def _concurrent_errors() -> tuple[type[BaseException], ...]:
+    from delta import exceptions as dx
+
+    return (dx.DeltaConcurrentModificationException, dx.ConcurrentWriteException, dx.MetadataChangedException,
+            dx.ProtocolChangedException, dx.ConcurrentAppendException, dx.ConcurrentDeleteReadException,
+            dx.ConcurrentDeleteDeleteException, dx.ConcurrentTransactionException)
+
+
+def _retry(action: Callable[[], None], what: str, attempts: int = 8) -> None:
+    """Run a Delta write, retrying when another query of the monitor committed first
+    (the events and predictions queries both MERGE into the drift and quality tables)."""
+    errors = _concurrent_errors()
+    for attempt in range(1, attempts + 1):
+        try:
+            action()
+            return
+        except errors as e:
+            if attempt == attempts:
+                raise
+            log.info("%s: concurrent commit, retrying (%d/%d): %s", what, attempt, attempts, type(e).__name__)
+            time.sleep(0.1 * attempt + 0.2 * np.random.default_rng().random())
+
+
+_KNOWN_TABLES: set[str] = set()
+
+
+def _exists(spark: SparkSession, path: str) -> bool:
+    """Whether a Delta table is at ``path`` (remembered once true: tables are never dropped here)."""
+    from delta.tables import DeltaTable
+
+    if path in _KNOWN_TABLES:
+        return True
+    if DeltaTable.isDeltaTable(spark, path):
+        _KNOWN_TABLES.add(path)
+        return True
+    return False
+
+
+def merge_rows(spark: SparkSession, rows: Sequence[Mapping[str, Any]], path: str, schema: T.StructType,
+               keys: Sequence[str]) -> int:
+    """MERGE ``rows`` into the table at ``path`` on ``keys`` (null-safe): a replayed window
+    replaces its rows instead of adding copies. The first write creates the table; a
+    concurrent creator makes it fail and retry as a MERGE. Returns the number of rows merged.
+
+    Example::
+
+        merge_rows(spark, tables["drift"], paths["drift"], DRIFT_SCHEMA, OUTPUT_KEYS["drift"])
+    """
+    if not rows:
+        return 0
+    from delta.tables import DeltaTable
+
+    df = spark.createDataFrame([tuple(r[c] for c in schema.fieldNames()) for r in rows], schema)
+    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+
+    def run() -> None:
+        if not _exists(spark, path):
+            df.write.format("delta").mode("append").save(path)
+            _KNOWN_TABLES.add(path)
+            return
+        (DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), condition)
+         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+
+    _retry(run, f"merge into {path}")
+    return len(rows)
+
+
+def write_tables(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig,
+                 tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, int]:
+    """MERGE the output rows of :func:`window_tables` into the monitoring tables."""
+    paths = output_paths(platform, uc)
+    return {name: merge_rows(spark, rows, paths[name], OUTPUT_SCHEMAS[name], OUTPUT_KEYS[name])
+            for name, rows in tables.items()}
+
+
+@dataclass
+class WindowEmitter:
+    """Turns the partial counts of each micro-batch into finished windows.
+
+    ``process(counts, batch_id)``: drop rows of windows the watermark already
+    passed, append the rest to the state table (``txnAppId`` = ``app_id``,
+    ``txnVersion`` = batch id, so a replayed batch adds nothing), then emit every
+    window whose end the watermark (newest event time minus ``drift.lateness``)
+    has passed and delete its state. Which windows are held and the newest event
+    time are read from the state table once, then followed in memory.
+    """
+
+    spark: SparkSession
+    platform: PlatformConfig
+    uc: UseCaseConfig
+    profile: Mapping[str, Any]
+    spec: DriftSpec
+    source: str
+    app_id: str
+    _ends: set[dt.datetime] = field(default_factory=set, init=False)
+    _newest: dt.datetime | None = field(default=None, init=False)
+    _loaded: bool = field(default=False, init=False)
+
+    @property
+    def path(self) -> str:
+        return state_path(self.platform, self.uc, self.source)
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if not _exists(self.spark, self.path):
+            return
+        held = (self.spark.read.format("delta").load(self.path)
+                .groupBy("window_end").agg(F.max("newest").alias("newest")).collect())
+        self._ends = {r["window_end"] for r in held}
+        self._newest = max((r["newest"] for r in held if r["newest"] is not None), default=None)
+
+    def watermark(self) -> dt.datetime | None:
+        """Newest event time seen minus the lateness (None before any event)."""
+        self._load()
+        return None if self._newest is None else self._newest - dt.timedelta(seconds=self.spec.lateness_s)
+
+    def process(self, counts: DataFrame, batch_id: int) -> dict[str, int]:
+        """Add one micro-batch's partial counts; emit and forget the windows that closed."""
+        before = self.watermark()
+        fresh = counts if before is None else counts.where(F.col("window_end") > F.lit(before))
+        rows = fresh.select(*COUNT_SCHEMA.fieldNames()).collect()  # the batch's small count table
+        if rows:
+            write_delta(self.spark.createDataFrame([(*r, batch_id) for r in rows], STATE_SCHEMA), self.path,
+                        mode="append", txn=(self.app_id, batch_id))
+            _KNOWN_TABLES.add(self.path)
+            self._ends |= {r["window_end"] for r in rows}
+            newest = max((r["newest"] for r in rows if r["newest"] is not None), default=None)
+            if newest is not None and (self._newest is None or newest > self._newest):
+                self._newest = newest
+        wm = self.watermark()
+        closing = {e for e in self._ends if wm is not None and e <= wm}
+        if wm is None or not closing:
+            return {}
+        closed = self.spark.read.format("delta").load(self.path).where(F.col("window_end") <= F.lit(wm))
+        summed = cast(pd.DataFrame, closed.groupBy(*COUNT_KEYS).agg(
+            F.sum("n").alias("n"), F.sum("total").alias("total"), F.min("low").alias("low"),
+            F.max("high").alias("high"), F.max("newest").alias("newest"),
+        ).toPandas())
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        written = write_tables(self.spark, self.platform, self.uc,
+                               window_tables(summed, self.profile, self.spec, self.uc, now))
+        from delta.tables import DeltaTable
+
+        _retry(lambda: DeltaTable.forPath(self.spark, self.path).delete(F.col("window_end") <= F.lit(wm)),
+               f"forget closed windows in {self.path}")
+        self._ends -= closing
+        log.info("monitor %s batch %d: emitted windows up to %s: %s", self.source, batch_id, wm, written)
+        return written
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def parse_labels(raw: DataFrame, uc: UseCaseConfig) -> DataFrame:
+    """Label records (Kafka ``value`` JSON) as ``event_id``, ``label`` (double; a binary
+    label accepts true/false/1/0) and ``label_time``; records missing any of them are dropped."""
+    from driftline.quality import label_dataset
+
+    ds = label_dataset(uc)
+    schema = T.StructType([
+        T.StructField(uc.event_id, T.StringType()), T.StructField(uc.label.field, T.StringType()),
+        T.StructField(ds.time_field, T.TimestampType()),
+    ])
+    parsed = F.from_json(F.col("value").cast("string"), schema)
+    text = F.lower(F.trim(parsed[uc.label.field]))
+    label = (
+        F.when(text.isin("true", "1", "1.0"), F.lit(1.0)).when(text.isin("false", "0", "0.0"), F.lit(0.0))
+        if uc.label.kind == "binary" else text.cast("double")
+    )
+    return (
+        raw.select(parsed[uc.event_id].alias("label_event_id"), label.alias("label"),
+                   parsed[ds.time_field].alias("label_time"))
+        .where(F.col("label_event_id").isNotNull() & F.col("label").isNotNull() & F.col("label_time").isNotNull())
+    )
+
+
+def join_labels(predictions: DataFrame, labels: DataFrame, spec: DriftSpec) -> DataFrame:
+    """Served predictions joined with their labels by event id: a label counts when it
+    arrives within ``drift.performance.max_label_delay`` of the event (both sides watermarked
+    by ``drift.lateness`` when streaming). Columns ``event_time, score, prediction, label``."""
+    p = predictions.where(F.col("served")).select("event_id", "event_time", "score", "prediction")
+    cond = (
+        (F.col("event_id") == F.col("label_event_id"))
+        & (F.col("label_time") >= F.col("event_time"))
+        & (F.col("label_time") <= F.col("event_time") + F.expr(f"INTERVAL {spec.label_delay_s} SECONDS"))
+    )
+    if p.isStreaming:
+        delay = f"{spec.lateness_s} seconds"
+        p = p.withWatermark("event_time", delay)
+        labels = labels.withWatermark("label_time", delay)
+    return p.join(labels, cond, how="inner").select("event_time", "score", "prediction", "label")
+
+
+def _foreach(emitter: WindowEmitter, to_counts: Callable[[DataFrame], DataFrame]
+             ) -> Callable[[DataFrame, int], None]:
+    def handle(batch: DataFrame, batch_id: int) -> None:
+        batch.persist()  # the counts read it twice (known cells, unseen values)
+        try:
+            emitter.process(to_counts(batch), batch_id)
+        finally:
+            batch.unpersist()
+
+    return handle
+
+
+def start_monitor(
+    spark: SparkSession,
+    platform: PlatformConfig,
+    uc: UseCaseConfig,
+    profile: Mapping[str, Any],
+    *,
+    spec: DriftSpec | None = None,
+    trigger: str = "availableNow",
+    sources: Sequence[str] = SOURCES,
+    starting_offsets: str = "earliest",
+) -> list[StreamingQuery]:
+    """Start one streaming query per source and return them.
+
+    ``events``: ``<uc>.events`` (Kafka) → validation as in jobs/validate → feature
+    drift, volume, missing and quarantine rates. ``predictions``: the
+    ``predictions/<uc>`` Delta table → prediction drift and output metrics over
+    served rows. ``performance``: predictions joined with ``<uc>.labels`` →
+    ROC AUC/precision/recall or RMSE/MAE. Each has its checkpoint under
+    ``monitor/<uc>/<source>``.
+
+    Example::
+
+        for q in start_monitor(spark, platform, uc, load_reference_profile(platform, uc)):
+            q.awaitTermination()
+    """
+    from driftline.io import is_delta_table
+    from driftline.quality import classify, event_dataset
+    from driftline.streaming_io import raw_records, read_kafka_stream, trigger_options
+
+    spec = spec or drift_spec(uc)
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown or not sources:
+        raise ValueError(f"sources: expected some of {list(SOURCES)}, got {list(sources)}")
+    predictions_path = platform.table_path("predictions", uc.name)
+    needs_predictions = {"predictions", "performance"} & set(sources)
+    if needs_predictions and not is_delta_table(spark, predictions_path):
+        raise MonitorError(f"{sorted(needs_predictions)} need the Delta table {predictions_path}; start "
+                           "streaming/score.py first or pass --sources events")
+    dataset = event_dataset(uc)
+
+    def emitter(source: str) -> WindowEmitter:
+        return WindowEmitter(spark, platform, uc, profile, spec, source, f"monitor:{uc.name}:{source}")
+
+    frames: dict[str, tuple[DataFrame, Callable[[DataFrame], DataFrame]]] = {}
+    if "events" in sources:
+        raw = raw_records(read_kafka_stream(spark, platform.kafka, uc.topic("events"), starting_offsets))
+        frames["events"] = (raw, lambda b: event_counts(classified_events(classify(b, dataset), uc),
+                                                        profile, spec, uc))
+    if "predictions" in sources:
+        preds = spark.readStream.format("delta").load(predictions_path)
+        frames["predictions"] = (preds, lambda b: prediction_counts(b, profile, spec, uc))
+    if "performance" in sources:
+        preds = spark.readStream.format("delta").load(predictions_path)
+        labels = parse_labels(read_kafka_stream(spark, platform.kafka, uc.topic("labels"), starting_offsets), uc)
+        frames["performance"] = (join_labels(preds, labels, spec), lambda b: performance_counts(b, spec, uc))
+    queries = []
+    for source, (frame, to_counts) in frames.items():
+        writer = (
+            frame.writeStream.queryName(f"monitor-{uc.name}-{source}")
+            .option("checkpointLocation", platform.checkpoint(f"monitor/{uc.name}/{source}"))
+            .foreachBatch(_foreach(emitter(source), to_counts))
+            .trigger(**trigger_options(trigger))  # type: ignore[call-overload]
+        )
+        queries.append(writer.start())
+    return queries
+
+
+def await_all(queries: Sequence[StreamingQuery]) -> None:
+    """Wait for every query; if one fails, stop the others and raise its error."""
+    try:
+        for q in queries:
+            q.awaitTermination()
+    finally:
+        for q in queries:
+            if q.isActive:
+                q.stop()
+
+
+def read_table(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig,
+               name: Literal["drift", "quality", "performance"]) -> DataFrame:
+    """One monitoring table, ordered by window (empty with its schema when not written yet)."""
+    from driftline.io import is_delta_table
+
+    path = output_paths(platform, uc)[name]
+    if not is_delta_table(spark, path):
+        return spark.createDataFrame([], OUTPUT_SCHEMAS[name])
+    return spark.read.format("delta").load(path).orderBy("window_start")
