@@ -7,7 +7,7 @@ against plain confluent-kafka loops publishing the same bytes pre-serialized (th
 Starts its own Apache Kafka broker (KRaft, loopback, free ports) in a temporary
 directory and stops it at the end. Every figure is wall time from the first
 produce call until ``flush()`` returned with every message acknowledged (acks=all,
-idempotent, lz4, the settings of :func:`driftline.kafka_io.make_producer`).
+idempotent, lz4, the settings of :func:`driftline.kafka.clients.make_producer`).
 Measurements (each to its own fresh 4-partition topic):
 
 * ``generate+encode only``: the fraud simulator without Kafka (no broker work);
@@ -35,8 +35,8 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from driftline.config import PlatformConfig, load_platform, load_usecase
-from driftline.kafka_io import ensure_topics, make_producer
-from driftline.kafka_local import EmbeddedBroker, free_port
+from driftline.kafka.broker import EmbeddedBroker, free_port
+from driftline.kafka.clients import ensure_topics, make_producer
 from driftline.produce import produce_stream
 from driftline.simulate import make_generator
 

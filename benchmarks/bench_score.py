@@ -70,7 +70,7 @@ import numpy as np
 import pandas as pd
 
 from driftline.config import PlatformConfig, UseCaseConfig, load_platform, load_usecase
-from driftline.kafka_local import EmbeddedBroker, free_port
+from driftline.kafka.broker import EmbeddedBroker, free_port
 
 log = logging.getLogger("benchmarks.bench_score")
 
@@ -205,7 +205,7 @@ def with_roots(platform: PlatformConfig, root: Path) -> PlatformConfig:
 
 
 def topic_size(platform: PlatformConfig, topic: str) -> int:
-    from driftline.io import kafka_watermarks
+    from driftline.kafka.spark import kafka_watermarks
 
     return sum(high - low for low, high in kafka_watermarks(platform.kafka, topic).values())
 
@@ -248,7 +248,7 @@ def progress_summary(progress: Sequence[dict[str, Any]], skip_first: bool = True
 def run_ceiling(spark: Any, platform: PlatformConfig, uc: UseCaseConfig, root: Path, max_offsets: int | None,
                 expected: int) -> dict[str, Any]:
     """(a) Kafka source -> the bronze columns -> noop, availableNow."""
-    from driftline.streaming_io import raw_records, read_kafka_stream
+    from driftline.kafka.spark import raw_records, read_kafka_stream
 
     raw = raw_records(read_kafka_stream(spark, platform.kafka, uc.topic("events"), "earliest", max_offsets))
     t0 = time.perf_counter()
@@ -556,7 +556,7 @@ def run_python(platform: PlatformConfig, uc: UseCaseConfig, model: Any, expected
     from confluent_kafka import KafkaError, TopicPartition
 
     from driftline.features import feature_spec
-    from driftline.kafka_io import ensure_topics, make_consumer, make_producer
+    from driftline.kafka.clients import ensure_topics, make_consumer, make_producer
     from driftline.registry import model_name
     from driftline.scoring import _seconds, split_aggregates, streaming_spec
     from driftline.training import model_spec
@@ -734,7 +734,7 @@ def run_latency(spark: Any, platform: PlatformConfig, uc: UseCaseConfig, rate: i
     """(2) processing-time trigger, the simulator publishing ``rate`` events/s for ``seconds``."""
     from confluent_kafka import TopicPartition
 
-    from driftline.kafka_io import make_consumer
+    from driftline.kafka.clients import make_consumer
     from driftline.produce import produce_usecase
     from driftline.scoring import start_scoring
 

@@ -4,118 +4,14 @@
     ./spark-submit.sh jobs/batch_score.py --usecase eta --alias challenger --batch-date 2024-05-01
     ./spark-submit.sh jobs/batch_score.py --usecase fraud --table /data/lake/gold/fraud_features_offline
 
-Loads ``models:/<uc>-model@<alias>`` with ``mlflow.spark.load_model`` (a Spark
-``PipelineModel``, no Python UDF), scores the input Delta table (default
-``gold/<uc>_features_offline``) and writes ``predictions/<uc>_batch``,
-partitioned by ``batch_date``. Each row carries the model name and version and
-``score`` (P(class 1) for binary labels, the prediction for regression). A
-re-run for the same ``--batch-date`` replaces that partition (``replaceWhere``)
-instead of adding duplicates.
+Options: ``--help``. The work is :mod:`driftline.pipelines.batch_score`; this file only starts it.
 
 Exit codes: 0 done, 2 bad arguments, configuration, missing input or model.
 """
 
-from __future__ import annotations
-
-import logging
-import re
 import sys
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
-
-from driftline.config import PlatformConfig, UseCaseConfig, load_usecase
-from driftline.errors import DriftlineError
-from driftline.jobargs import job_parser, platform_from_args
-from driftline.registry import CHAMPION, load_alias, model_name
-from driftline.training import batch_predictions, read_training_table
-
-log = logging.getLogger("driftline.jobs.batch_score")
-
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-@dataclass(frozen=True)
-class ScoreOutcome:
-    output: str
-    model_version: int
-    batch_date: str
-    rows: int
-    input_version: int
-
-
-def predictions_table(platform: PlatformConfig, usecase: UseCaseConfig) -> str:
-    return platform.table_path("predictions", f"{usecase.name}_batch")
-
-
-def run(
-    spark: SparkSession,
-    platform: PlatformConfig,
-    usecase: UseCaseConfig,
-    *,
-    alias: str = CHAMPION,
-    table: str | None = None,
-    batch_date: str | None = None,
-    only_batch_date: bool = False,
-    output: str | None = None,
-) -> ScoreOutcome:
-    """Score ``table`` with the model behind ``alias`` into the ``batch_date`` partition.
-
-    With ``only_batch_date`` only rows whose event time falls on ``batch_date`` are scored.
-
-    Example::
-
-        run(spark, platform, load_usecase("fraud"), batch_date="2024-05-01").rows
-    """
-    batch_date = batch_date or datetime.now(UTC).date().isoformat()
-    if not DATE_RE.match(batch_date):
-        raise ValueError(f"batch_date: expected YYYY-MM-DD, got {batch_date!r}")
-    source = table or platform.table_path("gold", f"{usecase.name}_features_offline")
-    df, input_version = read_training_table(spark, source)
-    if only_batch_date:
-        df = df.where(F.to_date(F.col(usecase.event_time)) == F.lit(batch_date).cast("date"))
-    model, version = load_alias(platform, usecase, alias)
-    preds = batch_predictions(model, df, usecase, model_name=model_name(usecase), model_version=version,
-                              batch_key=batch_date)
-    target = output or predictions_table(platform, usecase)
-    (
-        preds.write.format("delta").mode("overwrite").partitionBy("batch_date")
-        .option("replaceWhere", f"batch_date = '{batch_date}'")
-        .save(target)
-    )
-    rows = spark.read.format("delta").load(target).where(F.col("batch_date") == batch_date).count()
-    log.info("%s: scored %d rows of %s@v%d with %s v%d into %s[batch_date=%s]",
-             usecase.name, rows, source, input_version, model_name(usecase), version, target, batch_date)
-    return ScoreOutcome(output=target, model_version=version, batch_date=batch_date, rows=rows,
-                        input_version=input_version)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = job_parser(__doc__)
-    parser.add_argument("--alias", default=CHAMPION, help="model alias to score with (default champion)")
-    parser.add_argument("--table", help="Delta table to score (default gold/<uc>_features_offline)")
-    parser.add_argument("--batch-date", help="partition to (re)write, YYYY-MM-DD (default today, UTC)")
-    parser.add_argument("--only-batch-date", action="store_true",
-                        help="score only rows whose event time falls on --batch-date")
-    args = parser.parse_args(argv)
-    if args.batch_date and not DATE_RE.match(args.batch_date):
-        parser.error(f"--batch-date: expected YYYY-MM-DD, got {args.batch_date!r}")
-    try:
-        platform = platform_from_args(args)
-        usecase = load_usecase(args.usecase)
-        from driftline.session import build_session
-
-        spark = build_session(platform, f"driftline-batch-score-{usecase.name}")
-        out = run(spark, platform, usecase, alias=args.alias, table=args.table, batch_date=args.batch_date,
-                  only_batch_date=args.only_batch_date)
-    except (DriftlineError, ValueError) as e:
-        print(f"batch_score: error: {e}", file=sys.stderr)
-        return 2
-    log.info("batch_score %s: %d rows -> %s", usecase.name, out.rows, out.output)
-    return 0
-
+from driftline.pipelines.batch_score import main
 
 if __name__ == "__main__":
     sys.exit(main())

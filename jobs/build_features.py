@@ -1,129 +1,16 @@
-"""Build a use case's gold feature tables from silver, from the ``features:`` definitions.
+"""Build the offline and online feature tables from silver.
 
     ./spark-submit.sh jobs/build_features.py --usecase fraud
     ./spark-submit.sh jobs/build_features.py --usecase eta --as-of 2024-05-01T12:00:00Z
 
-- ``gold/<uc>_features_offline``: every labelled event with its point-in-time
-  features (only the entity's strictly earlier events and already-arrived
-  labels count) and its label; rebuilt from the silver versions read.
-- ``gold/<uc>_features_online``: the latest aggregate values per entity as of
-  ``--as-of`` (default: the newest event time in silver), upserted with a
-  Delta MERGE; an older snapshot never overwrites a newer one.
-
-A run over unchanged silver versions and configuration is skipped.
+Options: ``--help``. The work is :mod:`driftline.pipelines.build_features`; this file only starts it.
 
 Exit codes: 0 done, 2 bad arguments, configuration or missing input.
 """
 
-from __future__ import annotations
-
-import datetime as dt
-import logging
 import sys
-import uuid
 
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
-
-from driftline.config import PlatformConfig, UseCaseConfig, load_usecase
-from driftline.errors import DriftlineError
-from driftline.features import FeatureSpec, feature_spec, online_features, point_in_time_features, training_set
-from driftline.io import Lineage, read_delta, require_version, table_input, up_to_date, upsert_delta, write_delta
-from driftline.jobargs import job_parser, platform_from_args
-from driftline.quality import label_dataset
-
-log = logging.getLogger("driftline.jobs.build_features")
-
-
-def spec_for(usecase: UseCaseConfig) -> FeatureSpec:
-    """The use case's feature definitions, reading labels' time from its validation section."""
-    return feature_spec(usecase, label_time=label_dataset(usecase).time_field)
-
-
-def latest_event_time(spark: SparkSession, events_path: str, version: int, spec: FeatureSpec) -> dt.datetime:
-    """The newest event time in the silver events (the default ``as_of``)."""
-    row = read_delta(spark, events_path, version).agg(F.max(F.col(spec.timestamp)).alias("t")).first()
-    if row is None or row["t"] is None:
-        raise DriftlineError(f"{events_path} (version {version}) has no events: nothing to build features from")
-    latest: dt.datetime = row["t"]
-    return latest if latest.tzinfo else latest.replace(tzinfo=dt.UTC)
-
-
-def run(
-    spark: SparkSession,
-    platform: PlatformConfig,
-    usecase: UseCaseConfig,
-    *,
-    as_of: dt.datetime | None = None,
-    run_id: str | None = None,
-) -> dict[str, bool]:
-    """Build the offline and online feature tables; return which of them were (re)written.
-
-    Example::
-
-        run(spark, platform, load_usecase("eta"))  # {'offline': True, 'online': True}
-    """
-    run_id = run_id or uuid.uuid4().hex[:12]
-    spec = spec_for(usecase)
-    hint = f"run jobs/ingest.py and jobs/validate.py --usecase {usecase.name} first"
-    events_path = platform.table_path("silver", f"{usecase.name}_events")
-    labels_path = platform.table_path("silver", f"{usecase.name}_labels")
-    events_version = require_version(spark, events_path, hint)
-    labels_version = require_version(spark, labels_path, hint)
-    inputs = [table_input(events_path, events_version), table_input(labels_path, labels_version)]
-    events = read_delta(spark, events_path, events_version)
-    labels = read_delta(spark, labels_path, labels_version)
-    written = {"offline": False, "online": False}
-
-    offline_path = platform.table_path("gold", f"{usecase.name}_features_offline")
-    offline_lineage = Lineage.for_job("build_features", platform, usecase, run_id, inputs, {"table": "offline"})
-    if up_to_date(spark, offline_path, offline_lineage):
-        log.info("%s is up to date", offline_path)
-    else:
-        offline = training_set(point_in_time_features(events, spec, labels), labels, spec)
-        write_delta(offline, offline_path, metadata=offline_lineage.to_json())
-        written["offline"] = True
-
-    as_of = as_of or latest_event_time(spark, events_path, events_version, spec)
-    online_path = platform.table_path("gold", f"{usecase.name}_features_online")
-    online_lineage = Lineage.for_job(
-        "build_features", platform, usecase, run_id, inputs, {"table": "online", "as_of": as_of.isoformat()}
-    )
-    if up_to_date(spark, online_path, online_lineage):
-        log.info("%s is up to date", online_path)
-    else:
-        online = online_features(events, spec, as_of, labels)
-        changed = upsert_delta(spark, online, online_path, keys=[spec.entity], metadata=online_lineage.to_json(),
-                               newer_than="as_of")
-        written["online"] = True
-        log.info("%s: %d entities inserted or updated as of %s", online_path, changed, as_of.isoformat())
-    return written
-
-
-def _timestamp(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError as e:
-        raise ValueError(f"--as-of: expected an ISO 8601 time such as 2024-05-01T12:00:00Z, got {text!r}") from e
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = job_parser(__doc__)
-    parser.add_argument("--as-of", type=_timestamp, help="online snapshot time, ISO 8601 (default: newest event)")
-    args = parser.parse_args(argv)
-    try:
-        platform = platform_from_args(args)
-        usecase = load_usecase(args.usecase)
-        from driftline.session import build_session
-
-        spark = build_session(platform, f"driftline-build-features-{usecase.name}")
-        run(spark, platform, usecase, as_of=args.as_of)
-    except (DriftlineError, ValueError) as e:
-        print(f"build_features: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
+from driftline.pipelines.build_features import main
 
 if __name__ == "__main__":
     sys.exit(main())

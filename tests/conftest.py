@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from driftline.config import PlatformConfig, load_platform
-from driftline.kafka_local import EmbeddedBroker, free_port
+from driftline.kafka.broker import EmbeddedBroker, free_port
 
 
 @pytest.fixture(scope="session")

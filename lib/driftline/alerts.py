@@ -38,21 +38,21 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
+from driftline import catalog
+from driftline.catalog import ALERTS_SCHEMA
 from driftline.config import PlatformConfig, UseCaseConfig
-from driftline.errors import BrokerError, ConfigError
+from driftline.config.sections import SOURCES, AlertRule, Source
+from driftline.delta import is_delta_table, merge_new_rows, read_delta, rows_local
+from driftline.errors import BrokerError, UsageError
 
 log = logging.getLogger(__name__)
 
-Source = Literal["drift", "quality", "performance"]
-SOURCES: tuple[Source, ...] = ("drift", "quality", "performance")
 
 # The columns each monitoring table must have to take part (the stream monitor's contract).
 REQUIRED_COLUMNS: dict[Source, tuple[str, ...]] = {
@@ -63,61 +63,14 @@ REQUIRED_COLUMNS: dict[Source, tuple[str, ...]] = {
 }
 
 
-class AlertRule(BaseModel):
-    """``drift.alert`` of a use case: alert when ``n`` of the last ``m`` windows are bad."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    n: int = Field(2, ge=1, description="bad windows needed among the last m")
-    m: int = Field(3, ge=1, description="how many of the latest windows to look at")
-    retrain: bool = Field(True, description="ask jobs/pipeline.py --on-alert to retrain")
-    cooldown_windows: int | None = Field(None, ge=0, description="windows after an alert without a new one [m]")
-    sources: tuple[Source, ...] = Field(SOURCES, min_length=1, description="monitoring tables that count")
-
-    @model_validator(mode="after")
-    def _n_at_most_m(self) -> AlertRule:
-        if self.n > self.m:
-            raise ValueError(f"n ({self.n}) must not exceed m ({self.m})")
-        return self
-
-    @property
-    def cooldown(self) -> int:
-        return self.m if self.cooldown_windows is None else self.cooldown_windows
-
-    def describe(self) -> dict[str, Any]:
-        return {"n": self.n, "m": self.m, "cooldown_windows": self.cooldown, "retrain": self.retrain,
-                "sources": list(self.sources)}
-
-
 def alert_rule(uc: UseCaseConfig) -> AlertRule:
-    """The use case's rule (defaults ``n=2, m=3`` when ``drift.alert`` is absent).
-
-    A bad value raises :class:`ConfigError` naming the key, e.g. for ``{n: 4, m: 3}``:
-    ``use case fraud: drift.alert: n (4) must not exceed m (3)``.
+    """The use case's rule, ``drift.alert`` (defaults ``n=2, m=3``; parsed and checked at load).
 
     Example::
 
         alert_rule(load_usecase("fraud")).n  # 2
     """
-    raw = uc.drift.get("alert")
-    if raw is None:
-        return AlertRule()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"use case {uc.name}: drift.alert: got {raw!r}, expected a mapping such as {{n: 2, m: 3}}")
-    try:
-        return AlertRule.model_validate(raw)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            key = ".".join(["drift.alert", *(str(p) for p in err["loc"])])
-            if err["type"] == "extra_forbidden":
-                problems.append(f"{key}: unknown key (value {err['input']!r}); expected one of "
-                                f"{sorted(AlertRule.model_fields)}")
-            else:
-                msg = str(err["msg"]).removeprefix("Value error, ")
-                got = f"got {err['input']!r}, expected: " if err["loc"] else ""
-                problems.append(f"{key}: {got}{msg}")
-        raise ConfigError(f"use case {uc.name}: " + "; ".join(problems)) from e
+    return uc.drift.alert
 
 
 # --------------------------------------------------------------------------- the rule, pure
@@ -200,12 +153,12 @@ class Alert:
         try:
             data = json.loads(text)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"alert: not JSON: {e}") from e
+            raise UsageError(f"alert: not JSON: {e}") from e
         if not isinstance(data, dict):
-            raise ValueError(f"alert: expected a JSON object, got {type(data).__name__}")
+            raise UsageError(f"alert: expected a JSON object, got {type(data).__name__}")
         missing = [k for k in ("alert_id", "usecase", "window_start", "window_end", "created_at") if k not in data]
         if missing:
-            raise ValueError(f"alert: missing keys {missing}")
+            raise UsageError(f"alert: missing keys {missing}")
         reasons = tuple(
             Reason(source=r["source"], window_start=_parse(r["window_start"]), window_end=_parse(r["window_end"]),
                    subject=r["subject"], statistic=r["statistic"], value=r.get("value"),
@@ -252,7 +205,7 @@ def fire_points(windows: Sequence[WindowStatus], rule: AlertRule) -> list[int]:
         raise TypeError(f"rule: expected AlertRule, got {type(rule).__name__}")
     ends = [w.window_end for w in windows]
     if any(_utc(a) >= _utc(b) for a, b in zip(ends, ends[1:], strict=False)):
-        raise ValueError("windows: expected windows ordered by window_end, each once")
+        raise UsageError("windows: expected windows ordered by window_end, each once")
     fired: list[int] = []
     for i, window in enumerate(windows):
         if not window.bad:
@@ -289,7 +242,7 @@ def build_alerts(
 
 def monitoring_path(platform: PlatformConfig, uc: UseCaseConfig, kind: str) -> str:
     """``monitoring/<uc>_<kind>`` (kind: drift, quality, performance, alerts)."""
-    return platform.table_path("monitoring", f"{uc.name}_{kind}")
+    return catalog.path(platform, kind, uc)
 
 
 def flagged_rows(df: DataFrame, source: Source) -> DataFrame:
@@ -344,15 +297,13 @@ def read_windows(
     """Every monitored window of the use case with the reasons it is bad, oldest first.
 
     A missing table, or one without the contract's columns, is skipped with a warning."""
-    from driftline.io import is_delta_table
-
     parts = []
     for source in sources:
         path = monitoring_path(platform, uc, source)
         if not is_delta_table(spark, path):
             log.info("alerts: no %s table at %s yet", source, path)
             continue
-        df = spark.read.format("delta").load(path)
+        df = read_delta(spark, path)
         missing = [c for c in REQUIRED_COLUMNS[source] if c not in df.columns]
         if missing:
             log.warning("alerts: %s lacks columns %s; not used for alerts", path, missing)
@@ -387,31 +338,6 @@ def read_windows(
 
 # --------------------------------------------------------------------------- record and publish
 
-REASON_TYPE = T.StructType([
-    T.StructField("source", T.StringType()),
-    T.StructField("window_start", T.TimestampType()),
-    T.StructField("window_end", T.TimestampType()),
-    T.StructField("subject", T.StringType()),
-    T.StructField("statistic", T.StringType()),
-    T.StructField("value", T.DoubleType()),
-    T.StructField("threshold", T.DoubleType()),
-    T.StructField("p_adjusted", T.DoubleType()),
-])
-ALERTS_SCHEMA = T.StructType([
-    T.StructField("alert_id", T.StringType(), False),
-    T.StructField("usecase", T.StringType(), False),
-    T.StructField("window_start", T.TimestampType(), False),
-    T.StructField("window_end", T.TimestampType(), False),
-    T.StructField("bad_windows", T.IntegerType(), False),
-    T.StructField("windows", T.IntegerType(), False),
-    T.StructField("n", T.IntegerType(), False),
-    T.StructField("m", T.IntegerType(), False),
-    T.StructField("cooldown_windows", T.IntegerType(), False),
-    T.StructField("retrain", T.BooleanType(), False),
-    T.StructField("reasons", T.ArrayType(REASON_TYPE), False),
-    T.StructField("topic", T.StringType(), False),
-    T.StructField("created_at", T.TimestampType(), False),
-])
 ALERTS_COLUMNS = tuple(ALERTS_SCHEMA.fieldNames())
 
 
@@ -430,18 +356,16 @@ def alerts_frame(spark: SparkSession, alerts: Sequence[Alert], topic: str) -> Da
 
 def recorded_ids(spark: SparkSession, path: str, ids: Sequence[str]) -> set[str]:
     """Which of ``ids`` the alerts table at ``path`` already holds."""
-    from driftline.io import is_delta_table
-
     if not ids or not is_delta_table(spark, path):
         return set()
-    rows = spark.read.format("delta").load(path).where(F.col("alert_id").isin(list(ids))).select("alert_id")
+    rows = read_delta(spark, path).where(F.col("alert_id").isin(list(ids))).select("alert_id")
     return {r["alert_id"] for r in rows.collect()}
 
 
 def publish(platform: PlatformConfig, topic: str, alerts: Sequence[Alert], timeout_s: float = 30.0) -> None:
     """Publish each alert as JSON (key: its id) and wait for the broker's acknowledgement;
     :class:`BrokerError` when any was not acknowledged."""
-    from driftline.kafka_io import ensure_topics, make_producer
+    from driftline.kafka.clients import ensure_topics, make_producer
 
     ensure_topics(platform.kafka, [topic])
     producer = make_producer(platform.kafka)
@@ -485,8 +409,6 @@ def evaluate_alerts(
         return []
     topic = uc.topic("alerts")
     publish(platform, topic, new)
-    from driftline.io import merge_new_rows
-
     merge_new_rows(spark, alerts_frame(spark, new, topic), path, keys=["alert_id"])
     for a in new:
         log.warning("%s", a.summary())
@@ -496,12 +418,6 @@ def evaluate_alerts(
 def list_alerts(path: str, limit: int | None = None) -> list[dict[str, Any]]:
     """The recorded alerts at ``path``, newest ``window_end`` first, read with delta-rs
     (no Spark needed). Empty when there is no table yet."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        rows = DeltaTable(path).to_pyarrow_table().to_pylist()
-    except TableNotFoundError:
-        return []
+    rows = rows_local(path)
     rows.sort(key=lambda r: (r["window_end"], r["alert_id"]), reverse=True)
     return rows[:limit] if limit else rows

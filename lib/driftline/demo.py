@@ -24,8 +24,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from driftline import catalog
 from driftline.config import PROJECT_ROOT, PlatformConfig, load_usecase
-from driftline.kafka_io import ensure_topics, make_producer
+from driftline.delta import count_local, read_local
+from driftline.errors import MissingTableError, UsageError
+from driftline.kafka.clients import ensure_topics, make_producer
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ class SmokeResult:
 def produce_json_events(platform: PlatformConfig, topic: str, n: int, run_id: str) -> int:
     """Publish ``n`` small JSON events tagged with ``run_id``; return how many were acknowledged."""
     if n < 1:
-        raise ValueError(f"n: expected a positive number of events, got {n}")
+        raise UsageError(f"n: expected a positive number of events, got {n}")
     producer = make_producer(platform.kafka)
     acked = 0
     errors: list[str] = []
@@ -75,8 +78,8 @@ def produce_json_events(platform: PlatformConfig, topic: str, n: int, run_id: st
 
 def stream_topic_to_delta(platform: PlatformConfig, topic: str, table: str, checkpoint: str) -> None:
     """Copy everything new on ``topic`` into the Delta table (trigger availableNow)."""
+    from driftline.kafka.spark import raw_records, read_kafka_stream, write_delta_stream
     from driftline.session import build_session
-    from driftline.streaming_io import raw_records, read_kafka_stream, write_delta_stream
 
     spark = build_session(platform, "driftline-smoke")
     raw = raw_records(read_kafka_stream(spark, platform.kafka, topic))
@@ -88,10 +91,10 @@ def stream_topic_to_delta(platform: PlatformConfig, topic: str, table: str, chec
 
 def count_run_in_table(table: str, run_id: str) -> tuple[int, int]:
     """(rows, distinct event ids) of ``run_id`` in the table, read with delta-rs."""
-    from deltalake import DeltaTable
-
-    values = DeltaTable(table).to_pandas(columns=["value"])["value"]
-    events = (json.loads(v) for v in values)
+    frame = read_local(table, ["value"])
+    if frame is None:
+        raise MissingTableError(f"no Delta table at {table}: the streaming query wrote nothing")
+    events = (json.loads(v) for v in frame["value"])
     ids = [e["event_id"] for e in events if e.get("run_id") == run_id]
     return len(ids), len(set(ids))
 
@@ -100,7 +103,7 @@ def count_run_in_table(table: str, run_id: str) -> tuple[int, int]:
 def kafka_for_demo(platform: PlatformConfig, keep_broker: bool, echo: Callable[[str], None]) -> Iterator[None]:
     """Start the embedded broker if the config uses it; stop it afterwards unless it
     was already running or ``keep_broker`` is set."""
-    from driftline.kafka_local import EmbeddedBroker
+    from driftline.kafka.broker import EmbeddedBroker
 
     if not platform.kafka.uses_embedded:
         echo(f"[kafka] using {platform.kafka.bootstrap}")
@@ -131,8 +134,8 @@ def run_smoke(
         run_id = uuid.uuid4().hex[:8]
         acked = produce_json_events(platform, SMOKE_TOPIC, events, run_id)
         echo(f"1/3 published {events} JSON events to {SMOKE_TOPIC} (run {run_id}), {acked} acknowledged")
-        table = platform.table_path("bronze", "smoke_events")
-        stream_topic_to_delta(platform, SMOKE_TOPIC, table, platform.checkpoint("smoke"))
+        table = catalog.path(platform, "smoke_events")
+        stream_topic_to_delta(platform, SMOKE_TOPIC, table, catalog.checkpoint(platform, "smoke"))
         echo(f"2/3 Structured Streaming (Kafka -> Delta, availableNow) wrote {table}")
         rows, distinct = count_run_in_table(table, run_id)
         result = SmokeResult(run_id, events, acked, rows, distinct, table, time.monotonic() - start)
@@ -150,6 +153,11 @@ DEMO_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # the online path over the same events: Kafka -> features -> champion -> Delta + Kafka
     ("streaming/score.py", ("--trigger", "availableNow")),
 )
+# the tables the demo's summary shows (catalog keys), in pipeline order
+DEMO_TABLES = (
+    "bronze_events", "quarantine_events", "silver_events", "silver_labels", "features_offline", "features_online",
+    "predictions_batch", "predictions", "features_stream", "quarantine_events_stream", "model_events",
+)
 
 
 def submit(job: str, args: list[str], overrides: tuple[str, ...] = ()) -> None:
@@ -164,8 +172,8 @@ def submit(job: str, args: list[str], overrides: tuple[str, ...] = ()) -> None:
 
 
 def _events_in_topic(platform: PlatformConfig, topic: str) -> int:
-    from driftline.io import kafka_watermarks
-    from driftline.kafka_io import admin_client
+    from driftline.kafka.clients import admin_client
+    from driftline.kafka.spark import kafka_watermarks
 
     if topic not in admin_client(platform.kafka).list_topics(timeout=30).topics:
         return 0
@@ -173,12 +181,7 @@ def _events_in_topic(platform: PlatformConfig, topic: str) -> int:
 
 
 def _delta_rows(path: str) -> int:
-    from deltalake import DeltaTable
-
-    try:
-        return int(DeltaTable(path).to_pyarrow_dataset().count_rows())
-    except Exception:  # noqa: BLE001 - a table a step did not write
-        return 0
+    return count_local(path) or 0  # 0: a table a step did not write
 
 
 def run_demo(
@@ -212,17 +215,8 @@ def run_demo(
             submit(job, ["--usecase", uc.name, *extra], overrides)
             echo(f"[{i}/{total}] ./spark-submit.sh {' '.join([job, '--usecase', uc.name, *extra])}  "
                  f"({time.monotonic() - t0:.0f}s)")
-        tables = {
-            f"{layer}/{name}": _delta_rows(platform.table_path(layer, name))
-            for layer, name in (
-                ("bronze", f"{uc.name}_events"), ("quarantine", f"{uc.name}_events"),
-                ("silver", f"{uc.name}_events"), ("silver", f"{uc.name}_labels"),
-                ("gold", f"{uc.name}_features_offline"), ("gold", f"{uc.name}_features_online"),
-                ("predictions", f"{uc.name}_batch"), ("predictions", uc.name),
-                ("gold", f"{uc.name}_features_stream"), ("quarantine", f"{uc.name}_events_stream"),
-                ("audit", f"{uc.name}_model_events"),
-            )
-        }
+        shown = [catalog.table(key) for key in DEMO_TABLES]
+        tables = {f"{t.layer}/{t.table_name(uc.name)}": _delta_rows(t.path(platform, uc)) for t in shown}
         echo("Delta tables (rows, read with delta-rs):")
         for name, rows in tables.items():
             echo(f"  {name:<32} {rows:>8}")

@@ -42,6 +42,8 @@ import numpy as np
 from scipy import stats
 from scipy.spatial import distance
 
+from driftline.errors import UsageError
+
 PSI_EPS = 1e-4
 
 ArrayLike = Sequence[float] | np.ndarray
@@ -50,16 +52,16 @@ ArrayLike = Sequence[float] | np.ndarray
 def _counts(values: ArrayLike, name: str) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-d sequence of counts, got shape {arr.shape}")
+        raise UsageError(f"{name}: expected a 1-d sequence of counts, got shape {arr.shape}")
     if (arr < 0).any() or not np.isfinite(arr).all():
-        raise ValueError(f"{name}: expected finite non-negative counts")
+        raise UsageError(f"{name}: expected finite non-negative counts")
     return arr
 
 
 def _pair(reference: ArrayLike, current: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     ref, cur = _counts(reference, "reference"), _counts(current, "current")
     if ref.shape != cur.shape:
-        raise ValueError(f"reference, current: expected counts of the same length, got {len(ref)} and {len(cur)}")
+        raise UsageError(f"reference, current: expected counts of the same length, got {len(ref)} and {len(cur)}")
     return ref, cur
 
 
@@ -194,7 +196,7 @@ def wasserstein_binned(
     """
     ref, cur = _pair(reference, current)
     if len(ref) != len(edges) + 1:
-        raise ValueError(f"reference: expected {len(edges) + 1} counts for {len(edges)} edges, got {len(ref)}")
+        raise UsageError(f"reference: expected {len(edges) + 1} counts for {len(edges)} edges, got {len(ref)}")
     if ref.sum() <= 0 or cur.sum() <= 0:
         return float("nan")
     pts = bin_points(edges)

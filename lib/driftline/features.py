@@ -39,83 +39,20 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from driftline.config import UseCaseConfig
-from driftline.errors import ConfigError
+from driftline.config.sections import Aggregate, FeatureDefinitions, Ratio, window_seconds
+from driftline.errors import ConfigError, UsageError
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MICROS = 1_000_000
-_NUMERIC_TYPES = {"int", "long", "double"}
-AggFn = Literal["count", "sum", "mean", "std", "distinct_count"]
-
-
-def parse_duration(text: str) -> int:
-    """Seconds in a window like ``30s``, ``10m``, ``1h``, ``24h``, ``7d``.
-
-    Example::
-
-        parse_duration("10m")  # 600
-    """
-    match = _DURATION.match(text) if isinstance(text, str) else None
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"window: expected a positive duration like 30s, 10m, 1h, 7d; got {text!r}")
-    return int(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 # --------------------------------------------------------------------------- definitions
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Aggregate(_Strict):
-    """An aggregate of one entity's past events (or arrived labels) over a trailing window."""
-
-    name: str = Field(min_length=1)
-    fn: AggFn
-    window: str
-    column: str | None = None
-    source: Literal["events", "labels"] = "events"
-
-    @property
-    def window_s(self) -> int:
-        return parse_duration(self.window)
-
-
-class Ratio(_Strict):
-    name: str = Field(min_length=1)
-    numerator: str
-    denominator: str
-
-
-class TimeOfDay(_Strict):
-    """Hour of the event time (session time zone) and a 0/1 night flag."""
-
-    hour: str | None = None
-    is_night: str | None = None
-    night_start: int = Field(22, ge=0, le=23)
-    night_end: int = Field(6, ge=0, le=23)
-
-
-class FeatureDefinitions(_Strict):
-    """The ``features:`` section as written in the YAML."""
-
-    entity: str | None = None
-    aggregates: list[Aggregate] = Field(default_factory=list)
-    ratios: list[Ratio] = Field(default_factory=list)
-    time_of_day: TimeOfDay = TimeOfDay()
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -138,14 +75,11 @@ class FeatureSpec:
         return tuple(self.definitions.ratios)
 
     def time_features(self) -> list[str]:
-        tod = self.definitions.time_of_day
-        return [n for n in (tod.hour, tod.is_night) if n]
+        return self.definitions.time_features()
 
     def columns(self) -> list[str]:
         """Feature column names in output order: numeric, categorical, time of day, aggregates, ratios."""
-        d = self.definitions
-        return [*d.numeric, *d.categorical, *self.time_features(), *(a.name for a in d.aggregates),
-                *(r.name for r in d.ratios)]
+        return self.definitions.columns()
 
     def ratio_fields(self) -> list[str]:
         """Event fields that ratios read and that are not features themselves."""
@@ -163,83 +97,21 @@ class FeatureSpec:
         return found
 
 
-def feature_spec(usecase: UseCaseConfig, label_time: str = "label_time") -> FeatureSpec:
-    """Parse and check ``usecase.features`` against the use case's schema; errors name the key.
+def feature_spec(usecase: UseCaseConfig) -> FeatureSpec:
+    """The use case's feature definitions resolved against its fields (checked at load).
 
     Example::
 
         feature_spec(load_usecase("eta")).columns()  # ['items', ..., 'orders_10m', ...]
     """
-    try:
-        defs = FeatureDefinitions.model_validate(usecase.features)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"features.{'.'.join(str(p) for p in err['loc'])}: got {err.get('input')!r}, expected: {err['msg']}"
-            for err in e.errors()
-        )
-        raise ConfigError(f"usecase {usecase.name}: {problems}") from e
-    spec = FeatureSpec(
+    return FeatureSpec(
         id=usecase.event_id,
-        entity=defs.entity or usecase.entity_key,
+        entity=usecase.features.entity or usecase.entity_key,
         timestamp=usecase.event_time,
         label=usecase.label.field,
-        label_time=label_time,
-        definitions=defs,
+        label_time=usecase.validation.labels.time_field,
+        definitions=usecase.features,
     )
-    _check(spec, usecase)
-    return spec
-
-
-def _check(spec: FeatureSpec, usecase: UseCaseConfig) -> None:
-    types = {f.name: f.type for f in usecase.schema_}
-    numeric_fields = {n for n, t in types.items() if t in _NUMERIC_TYPES}
-    where = f"usecase {usecase.name}: features"
-
-    def fail(key: str, message: str) -> None:
-        raise ConfigError(f"{where}.{key}: {message}")
-
-    if spec.entity not in types:
-        fail("entity", f"{spec.entity!r} is not a field; expected one of {sorted(types)}")
-    if types.get(spec.timestamp) != "timestamp":
-        fail("timestamp", f"event_time {spec.timestamp!r} must be a timestamp field")
-    for key, names, allowed in (("numeric", spec.definitions.numeric, numeric_fields),
-                                ("categorical", spec.definitions.categorical, set(types))):
-        for i, name in enumerate(names):
-            if name not in allowed:
-                fail(f"{key}[{i}]", f"{name!r} is not a {key} field; expected one of {sorted(allowed)}")
-    reserved = {spec.id, spec.entity, spec.timestamp, spec.label, spec.label_time}
-    seen: set[str] = set()
-    for name in spec.columns():
-        if name in seen:
-            fail("", f"feature name {name!r} is defined twice")
-        seen.add(name)
-    for name in [*spec.time_features(), *(a.name for a in spec.aggregates), *(r.name for r in spec.ratios)]:
-        if name in types or name in reserved:
-            fail("", f"feature name {name!r} clashes with a field of the event or label")
-    numeric_features = set(spec.definitions.numeric) | set(spec.time_features())
-    for i, agg in enumerate(spec.aggregates):
-        agg_key = f"aggregates[{i}]"
-        try:
-            parse_duration(agg.window)
-        except ValueError as e:
-            fail(f"{agg_key}.window", str(e))
-        if agg.fn != "count" and agg.column is None:
-            fail(f"{agg_key}.column", f"fn {agg.fn!r} needs a column")
-        if agg.source == "labels":
-            if agg.column not in (None, spec.label):
-                fail(f"{agg_key}.column", f"a labels aggregate reads the label {spec.label!r}, got {agg.column!r}")
-        elif agg.column is not None:
-            allowed = numeric_fields if agg.fn in {"sum", "mean", "std"} else set(types)
-            if agg.column not in allowed:
-                fail(f"{agg_key}.column", f"{agg.column!r} is not a suitable field for {agg.fn}; "
-                                          f"expected one of {sorted(allowed)}")
-        numeric_features.add(agg.name)
-    for i, ratio in enumerate(spec.ratios):
-        for side in ("numerator", "denominator"):
-            ref = getattr(ratio, side)
-            if ref not in numeric_fields and ref not in numeric_features:
-                fail(f"ratios[{i}].{side}", f"{ref!r} is neither a numeric field nor an earlier numeric feature")
-        numeric_features.add(ratio.name)
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -258,7 +130,7 @@ def _aggregate(fn: str, value: Column) -> Column:
     if fn == "distinct_count":
         # COUNT(DISTINCT) is allowed neither over windows nor in streaming aggregations.
         return F.collect_set(value)
-    raise ValueError(f"fn: unknown aggregate {fn!r}")
+    raise ConfigError(f"fn: unknown aggregate {fn!r}")
 
 
 def _finish(fn: str, aggregated: Column) -> Column:
@@ -310,7 +182,7 @@ def _timeline(events: DataFrame, spec: FeatureSpec, labels: DataFrame | None) ->
     if not any(a.source == "labels" for a in spec.aggregates):
         return base
     if labels is None:
-        raise ValueError("labels: the feature definitions aggregate labels; pass the silver labels")
+        raise UsageError("labels: the feature definitions aggregate labels; pass the silver labels")
     # A label counts from when it arrived, and never before its own event.
     arrived = F.greatest(F.unix_micros(F.col(spec.label_time)), ts_us)
     label_rows = labels.select(F.col(spec.id), F.col(spec.label), F.col(spec.label_time)).join(
@@ -444,7 +316,7 @@ def streaming_plan(spec: FeatureSpec, slide: str = "1m") -> list[StreamingWindow
 
         [w.duration for w in streaming_plan(spec, slide="1m")]  # ['600 seconds', '3600 seconds']
     """
-    slide_s = parse_duration(slide)
+    slide_s = window_seconds(slide)
     by_window: dict[int, list[Aggregate]] = {}
     for agg in spec.aggregates:
         if agg.source == "events":
@@ -467,7 +339,7 @@ def streaming_window_features(
             q = streaming_window_features(parsed_stream, spec, w).writeStream.outputMode("update")...
     """
     if not window.aggregates:
-        raise ValueError("window: expected at least one aggregate")
+        raise UsageError("window: expected at least one aggregate")
     source = events.withWatermark(spec.timestamp, watermark) if watermark else events
     tagged = source.select("*", F.lit("events").alias("_source"))
     return (

@@ -43,80 +43,37 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
-from driftline import drift
+from driftline import catalog, drift
+from driftline.catalog import (
+    COUNT_SCHEMA,
+    DRIFT_SCHEMA,
+    MONITOR_SOURCES,
+    PERFORMANCE_SCHEMA,
+    QUALITY_SCHEMA,
+    STATE_SCHEMA,
+)
 from driftline.config import PlatformConfig, UseCaseConfig
-from driftline.errors import ConfigError, DriftlineError
-from driftline.io import write_delta
+from driftline.config.sections import Bound, DriftSpec
+from driftline.delta import delete_rows, is_delta_table, merge_with_retry, read_delta, write_delta
+from driftline.errors import ConfigError, MonitorError, UsageError
 from driftline.profile import bin_index
-from driftline.simulate import SimulationError, parse_duration
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("events", "predictions", "performance")
+SOURCES = MONITOR_SOURCES
 
-DRIFT_SCHEMA = T.StructType([
-    T.StructField("window_start", T.TimestampType(), False),
-    T.StructField("window_end", T.TimestampType(), False),
-    T.StructField("feature", T.StringType(), False),
-    T.StructField("kind", T.StringType(), False),
-    T.StructField("statistic", T.StringType(), False),
-    T.StructField("value", T.DoubleType(), True),
-    T.StructField("p_value", T.DoubleType(), True),
-    T.StructField("p_adjusted", T.DoubleType(), True),
-    T.StructField("threshold", T.DoubleType(), True),
-    T.StructField("drifted", T.BooleanType(), False),
-    T.StructField("n_reference", T.LongType(), False),
-    T.StructField("n_current", T.LongType(), False),
-    T.StructField("computed_at", T.TimestampType(), False),
-])
-QUALITY_SCHEMA = T.StructType([
-    T.StructField("window_start", T.TimestampType(), False),
-    T.StructField("window_end", T.TimestampType(), False),
-    T.StructField("metric", T.StringType(), False),
-    T.StructField("column", T.StringType(), True),
-    T.StructField("value", T.DoubleType(), True),
-    T.StructField("threshold", T.DoubleType(), True),
-    T.StructField("breached", T.BooleanType(), False),
-    T.StructField("computed_at", T.TimestampType(), False),
-])
-PERFORMANCE_SCHEMA = T.StructType([
-    T.StructField("window_start", T.TimestampType(), False),
-    T.StructField("window_end", T.TimestampType(), False),
-    T.StructField("metric", T.StringType(), False),
-    T.StructField("value", T.DoubleType(), True),
-    T.StructField("n", T.LongType(), False),
-    T.StructField("threshold", T.DoubleType(), True),
-    T.StructField("breached", T.BooleanType(), False),
-    T.StructField("computed_at", T.TimestampType(), False),
-])
-# Partial counts of one micro-batch; summed per key when a window closes.
-COUNT_SCHEMA = T.StructType([
-    T.StructField("window_start", T.TimestampType(), False),
-    T.StructField("window_end", T.TimestampType(), False),
-    T.StructField("kind", T.StringType(), False),
-    T.StructField("feature", T.StringType(), False),
-    T.StructField("bucket", T.StringType(), False),
-    T.StructField("n", T.LongType(), False),
-    T.StructField("total", T.DoubleType(), True),
-    T.StructField("low", T.DoubleType(), True),
-    T.StructField("high", T.DoubleType(), True),
-    T.StructField("newest", T.TimestampType(), True),
-])
 COUNT_KEYS = ("window_start", "window_end", "kind", "feature", "bucket")
-STATE_SCHEMA = T.StructType([*COUNT_SCHEMA.fields, T.StructField("batch_id", T.LongType(), False)])
 OUTPUT_KEYS = {
     "drift": ("window_start", "kind", "feature", "statistic"),
     "quality": ("window_start", "metric", "column"),
@@ -125,107 +82,17 @@ OUTPUT_KEYS = {
 OUTPUT_SCHEMAS = {"drift": DRIFT_SCHEMA, "quality": QUALITY_SCHEMA, "performance": PERFORMANCE_SCHEMA}
 
 
-class MonitorError(DriftlineError, RuntimeError):
-    """The monitor cannot run (no reference profile, no input table, ...)."""
-
-
 # --------------------------------------------------------------------------- configuration
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Thresholds(_Strict):
-    """Effect-size thresholds of one kind of feature (a statistic reaching it may be drifted)."""
-
-    psi: float = Field(0.2, gt=0)
-    js: float = Field(0.1, gt=0, le=1)
-    wasserstein: float = Field(0.1, gt=0)
-    unseen_share: float = Field(0.01, gt=0, le=1)
-
-
-class QualitySpec(_Strict):
-    """Input and output limits per window; a rate above its limit is ``breached``."""
-
-    missing_margin: float = Field(0.05, ge=0, le=1)   # above the reference's own missing rate
-    max_missing_rate: dict[str, float] = Field(default_factory=dict)  # absolute, per column
-    max_quarantine_rate: float = Field(0.05, ge=0, le=1)
-    max_null_prediction_rate: float = Field(0.0, ge=0, le=1)
-    max_positive_rate: float | None = Field(None, ge=0, le=1)
-
-
-class Bound(_Strict):
-    min: float | None = None
-    max: float | None = None
-
-
-class PerformanceSpec(_Strict):
-    """Online performance once labels arrive: thresholds, minimum labels, join horizon."""
-
-    min_labels: int = Field(200, ge=1)
-    min_positives: int = Field(10, ge=1)
-    score_bins: int = Field(1000, ge=10)
-    max_label_delay: str = "1h"
-    thresholds: dict[str, Bound] = Field(default_factory=dict)
-
-
-class DriftSpec(_Strict):
-    """The ``drift:`` section of a use case (see conf/usecases/fraud.yaml)."""
-
-    window: str = "1m"
-    lateness: str = "2m"
-    min_samples: int = Field(500, ge=1)
-    alpha: float = Field(0.01, gt=0, lt=1)
-    features: list[str] | None = None
-    numeric: Thresholds = Thresholds()
-    categorical: Thresholds = Thresholds()
-    prediction: Thresholds = Thresholds()
-    quality: QualitySpec = QualitySpec()
-    performance: PerformanceSpec = PerformanceSpec()
-    alert: dict[str, Any] = Field(default_factory=dict)  # read by the alerting stage
-
-    @property
-    def window_s(self) -> int:
-        return _seconds(self.window, "drift.window")
-
-    @property
-    def lateness_s(self) -> int:
-        return _seconds(self.lateness, "drift.lateness", allow_zero=True)
-
-    @property
-    def label_delay_s(self) -> int:
-        return _seconds(self.performance.max_label_delay, "drift.performance.max_label_delay")
-
-
-def _seconds(text: str, key: str, allow_zero: bool = False) -> int:
-    try:
-        value = parse_duration(text)
-    except SimulationError as e:
-        raise ConfigError(f"{key}: got {text!r}, expected a duration such as 30s, 1m or 1h") from e
-    if value != int(value) or (value <= 0 and not allow_zero):
-        raise ConfigError(f"{key}: got {text!r}, expected a whole, positive number of seconds")
-    return int(value)
-
-
 def drift_spec(usecase: UseCaseConfig) -> DriftSpec:
-    """Parse and check ``usecase.drift``; errors name the key.
+    """The use case's ``drift:`` section (parsed and checked at load).
 
     Example::
 
         drift_spec(load_usecase("fraud")).numeric.psi   # 0.2
     """
-    try:
-        spec = DriftSpec.model_validate(usecase.drift)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"drift.{'.'.join(str(p) for p in err['loc'])}: got {err.get('input')!r}, expected: {err['msg']}"
-            for err in e.errors()
-        )
-        raise ConfigError(f"usecase {usecase.name}: {problems}") from e
-    for key in ("window_s", "lateness_s", "label_delay_s"):
-        getattr(spec, key)
-    return spec
+    return usecase.drift
 
 
 # --------------------------------------------------------------------------- reference profile
@@ -301,7 +168,7 @@ def aggregate_counts(df: DataFrame, time_col: str, items: Sequence[Column], wind
         aggregate_counts(df, "event_time", [_item("input", "volume", F.lit(""))], 60)
     """
     if window_s <= 0:
-        raise ValueError(f"window_s: expected a positive number of seconds, got {window_s}")
+        raise UsageError(f"window_s: expected a positive number of seconds, got {window_s}")
     timed = df.where(F.col(time_col).isNotNull())
     exploded = timed.select(
         F.window(F.col(time_col), f"{window_s} seconds").alias("w"),
@@ -335,7 +202,7 @@ def fixed_counts(
         fixed_counts(df, "event_time", [("input", "volume", "", F.lit(True))], 60)
     """
     if not cells:
-        raise ValueError("cells: expected at least one (kind, feature, bucket, condition)")
+        raise UsageError("cells: expected at least one (kind, feature, bucket, condition)")
     timed = df.where(F.col(time_col).isNotNull())
     wide = timed.groupBy(F.window(F.col(time_col), f"{window_s} seconds").alias("w")).agg(
         F.max(F.col(time_col).cast("timestamp")).alias("newest"),
@@ -419,7 +286,7 @@ def prediction_counts(
 
     Example::
 
-        prediction_counts(spark.read.format("delta").load(path), profile, spec, uc)
+        prediction_counts(read_delta(spark, path), profile, spec, uc)
     """
     score, pred = F.col("score").cast("double"), F.col("prediction").cast("double")
     bad = score.isNull() | F.isnan(score) | pred.isNull() | F.isnan(pred)
@@ -668,57 +535,21 @@ def window_tables(
 
 def output_paths(platform: PlatformConfig, uc: UseCaseConfig) -> dict[str, str]:
     """``{'drift': .../monitoring/<uc>_drift, 'quality': ..., 'performance': ...}``."""
-    return {name: platform.table_path("monitoring", f"{uc.name}_{name}") for name in OUTPUT_SCHEMAS}
+    return {name: catalog.path(platform, name, uc) for name in OUTPUT_SCHEMAS}
 
 
 def state_path(platform: PlatformConfig, uc: UseCaseConfig, source: str) -> str:
     """The partial-count table of one source (internal, bounded by the lateness)."""
-    return platform.table_path("monitoring", f"{uc.name}_monitor_state_{source}")
-
-
-def _concurrent_errors() -> tuple[type[BaseException], ...]:
-    from delta import exceptions as dx
-
-    return (dx.DeltaConcurrentModificationException, dx.ConcurrentWriteException, dx.MetadataChangedException,
-            dx.ProtocolChangedException, dx.ConcurrentAppendException, dx.ConcurrentDeleteReadException,
-            dx.ConcurrentDeleteDeleteException, dx.ConcurrentTransactionException)
-
-
-def _retry(action: Callable[[], None], what: str, attempts: int = 8) -> None:
-    """Run a Delta write, retrying when another query of the monitor committed first
-    (the events and predictions queries both MERGE into the drift and quality tables)."""
-    errors = _concurrent_errors()
-    for attempt in range(1, attempts + 1):
-        try:
-            action()
-            return
-        except errors as e:
-            if attempt == attempts:
-                raise
-            log.info("%s: concurrent commit, retrying (%d/%d): %s", what, attempt, attempts, type(e).__name__)
-            time.sleep(0.1 * attempt + 0.2 * np.random.default_rng().random())
-
-
-_KNOWN_TABLES: set[str] = set()
-
-
-def _exists(spark: SparkSession, path: str) -> bool:
-    """Whether a Delta table is at ``path`` (remembered once true: tables are never dropped here)."""
-    from delta.tables import DeltaTable
-
-    if path in _KNOWN_TABLES:
-        return True
-    if DeltaTable.isDeltaTable(spark, path):
-        _KNOWN_TABLES.add(path)
-        return True
-    return False
+    return catalog.path(platform, f"monitor_state_{source}", uc)
 
 
 def merge_rows(spark: SparkSession, rows: Sequence[Mapping[str, Any]], path: str, schema: T.StructType,
                keys: Sequence[str]) -> int:
     """MERGE ``rows`` into the table at ``path`` on ``keys`` (null-safe): a replayed window
     replaces its rows instead of adding copies. The first write creates the table; a
-    concurrent creator makes it fail and retry as a MERGE. Returns the number of rows merged.
+    concurrent creator makes it fail and retry as a MERGE; the events and predictions queries
+    both MERGE into the drift and quality tables, so conflicts are retried
+    (:func:`driftline.delta.merge_with_retry`). Returns the number of rows merged.
 
     Example::
 
@@ -726,20 +557,8 @@ def merge_rows(spark: SparkSession, rows: Sequence[Mapping[str, Any]], path: str
     """
     if not rows:
         return 0
-    from delta.tables import DeltaTable
-
     df = spark.createDataFrame([tuple(r[c] for c in schema.fieldNames()) for r in rows], schema)
-    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-
-    def run() -> None:
-        if not _exists(spark, path):
-            df.write.format("delta").mode("append").save(path)
-            _KNOWN_TABLES.add(path)
-            return
-        (DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), condition)
-         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
-
-    _retry(run, f"merge into {path}")
+    merge_with_retry(spark, df, path, keys)
     return len(rows)
 
 
@@ -782,9 +601,9 @@ class WindowEmitter:
         if self._loaded:
             return
         self._loaded = True
-        if not _exists(self.spark, self.path):
+        if not is_delta_table(self.spark, self.path):
             return
-        held = (self.spark.read.format("delta").load(self.path)
+        held = (read_delta(self.spark, self.path)
                 .groupBy("window_end").agg(F.max("newest").alias("newest")).collect())
         self._ends = {r["window_end"] for r in held}
         self._newest = max((r["newest"] for r in held if r["newest"] is not None), default=None)
@@ -802,7 +621,6 @@ class WindowEmitter:
         if rows:
             write_delta(self.spark.createDataFrame([(*r, batch_id) for r in rows], STATE_SCHEMA), self.path,
                         mode="append", txn=(self.app_id, batch_id))
-            _KNOWN_TABLES.add(self.path)
             self._ends |= {r["window_end"] for r in rows}
             newest = max((r["newest"] for r in rows if r["newest"] is not None), default=None)
             if newest is not None and (self._newest is None or newest > self._newest):
@@ -811,7 +629,7 @@ class WindowEmitter:
         closing = {e for e in self._ends if wm is not None and e <= wm}
         if wm is None or not closing:
             return {}
-        closed = self.spark.read.format("delta").load(self.path).where(F.col("window_end") <= F.lit(wm))
+        closed = read_delta(self.spark, self.path).where(F.col("window_end") <= F.lit(wm))
         summed = cast(pd.DataFrame, closed.groupBy(*COUNT_KEYS).agg(
             F.sum("n").alias("n"), F.sum("total").alias("total"), F.min("low").alias("low"),
             F.max("high").alias("high"), F.max("newest").alias("newest"),
@@ -819,10 +637,7 @@ class WindowEmitter:
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         written = write_tables(self.spark, self.platform, self.uc,
                                window_tables(summed, self.profile, self.spec, self.uc, now))
-        from delta.tables import DeltaTable
-
-        _retry(lambda: DeltaTable.forPath(self.spark, self.path).delete(F.col("window_end") <= F.lit(wm)),
-               f"forget closed windows in {self.path}")
+        delete_rows(self.spark, self.path, F.col("window_end") <= F.lit(wm))  # forget the closed windows
         self._ends -= closing
         log.info("monitor %s batch %d: emitted windows up to %s: %s", self.source, batch_id, wm, written)
         return written
@@ -908,15 +723,15 @@ def start_monitor(
         for q in start_monitor(spark, platform, uc, load_reference_profile(platform, uc)):
             q.awaitTermination()
     """
-    from driftline.io import is_delta_table
+    from driftline.config import trigger_options
+    from driftline.kafka.spark import raw_records, read_kafka_stream
     from driftline.quality import classify, event_dataset
-    from driftline.streaming_io import raw_records, read_kafka_stream, trigger_options
 
     spec = spec or drift_spec(uc)
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown or not sources:
-        raise ValueError(f"sources: expected some of {list(SOURCES)}, got {list(sources)}")
-    predictions_path = platform.table_path("predictions", uc.name)
+        raise UsageError(f"sources: expected some of {list(SOURCES)}, got {list(sources)}")
+    predictions_path = catalog.path(platform, "predictions", uc)
     needs_predictions = {"predictions", "performance"} & set(sources)
     if needs_predictions and not is_delta_table(spark, predictions_path):
         raise MonitorError(f"{sorted(needs_predictions)} need the Delta table {predictions_path}; start "
@@ -942,7 +757,7 @@ def start_monitor(
     for source, (frame, to_counts) in frames.items():
         writer = (
             frame.writeStream.queryName(f"monitor-{uc.name}-{source}")
-            .option("checkpointLocation", platform.checkpoint(f"monitor/{uc.name}/{source}"))
+            .option("checkpointLocation", catalog.checkpoint(platform, "monitor", uc, source=source))
             .foreachBatch(_foreach(emitter(source), to_counts))
             .trigger(**trigger_options(trigger))  # type: ignore[call-overload]
         )
@@ -964,9 +779,7 @@ def await_all(queries: Sequence[StreamingQuery]) -> None:
 def read_table(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig,
                name: Literal["drift", "quality", "performance"]) -> DataFrame:
     """One monitoring table, ordered by window (empty with its schema when not written yet)."""
-    from driftline.io import is_delta_table
-
     path = output_paths(platform, uc)[name]
     if not is_delta_table(spark, path):
         return spark.createDataFrame([], OUTPUT_SCHEMAS[name])
-    return spark.read.format("delta").load(path).orderBy("window_start")
+    return read_delta(spark, path).orderBy("window_start")

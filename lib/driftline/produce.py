@@ -33,7 +33,8 @@ import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
 
 from driftline.config import PlatformConfig, UseCaseConfig
-from driftline.kafka_io import ensure_topics, make_producer
+from driftline.errors import UsageError
+from driftline.kafka.clients import ensure_topics, make_producer
 from driftline.simulate import Chunk, EventGenerator, Scenario, make_generator
 
 log = logging.getLogger(__name__)
@@ -165,15 +166,15 @@ def produce_stream(
         result = produce_stream(producer, gen, events_topic="fraud.events", max_events=10_000)
     """
     if not events_topic:
-        raise ValueError("events_topic: expected a topic name")
+        raise UsageError("events_topic: expected a topic name")
     if rate < 0 or not math.isfinite(rate):
-        raise ValueError(f"rate: expected events per second >= 0 (0 = as fast as possible), got {rate!r}")
+        raise UsageError(f"rate: expected events per second >= 0 (0 = as fast as possible), got {rate!r}")
     if max_events is None and duration_s is None:
-        raise ValueError("max_events, duration_s: expected at least one of them, else the run never ends")
+        raise UsageError("max_events, duration_s: expected at least one of them, else the run never ends")
     if max_events is not None and max_events < 0:
-        raise ValueError(f"max_events: expected a non-negative count, got {max_events}")
+        raise UsageError(f"max_events: expected a non-negative count, got {max_events}")
     if duration_s is not None and not duration_s >= 0:
-        raise ValueError(f"duration_s: expected a non-negative number of seconds, got {duration_s!r}")
+        raise UsageError(f"duration_s: expected a non-negative number of seconds, got {duration_s!r}")
 
     failures = {"events": 0, "labels": 0}
     errors: dict[str, int] = {}
@@ -299,16 +300,16 @@ def produce_usecase(
                         scenarios=["covariate_shift@30s:factor=3"])
     """
     if speedup <= 0 or not math.isfinite(speedup):
-        raise ValueError(f"speedup: expected simulated seconds per wall second > 0, got {speedup!r}")
+        raise UsageError(f"speedup: expected simulated seconds per wall second > 0, got {speedup!r}")
     if rate < 0:
-        raise ValueError(f"rate: expected events per second >= 0, got {rate!r}")
+        raise UsageError(f"rate: expected events per second >= 0, got {rate!r}")
     max_events = events
     if rate > 0 and duration_s is not None:
         by_time = int(round(rate * duration_s))
         max_events = by_time if max_events is None else min(max_events, by_time)
         duration_s = None
     if max_events is None and duration_s is None:
-        raise ValueError("duration_s, events: expected at least one of them")
+        raise UsageError("duration_s, events: expected at least one of them")
     sim = usecase.simulator
     gen = make_generator(
         usecase,

@@ -25,6 +25,8 @@ import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from driftline.errors import MissingColumnsError, UsageError
+
 PROFILE_VERSION = 1
 
 
@@ -48,7 +50,7 @@ def quantile_probabilities(bins: int) -> list[float]:
         [0.25, 0.5, 0.75]
     """
     if not isinstance(bins, int) or bins < 2:
-        raise ValueError(f"bins: expected an int >= 2, got {bins!r}")
+        raise UsageError(f"bins: expected an int >= 2, got {bins!r}")
     return [round(i / bins, 10) for i in range(1, bins)]
 
 
@@ -59,9 +61,9 @@ def uniform_edges(low: float, high: float, bins: int) -> list[float]:
         [0.25, 0.5, 0.75]
     """
     if not isinstance(bins, int) or bins < 2:
-        raise ValueError(f"bins: expected an int >= 2, got {bins!r}")
+        raise UsageError(f"bins: expected an int >= 2, got {bins!r}")
     if not high > low:
-        raise ValueError(f"high: expected a value greater than low={low}, got {high}")
+        raise UsageError(f"high: expected a value greater than low={low}, got {high}")
     return [round(low + (high - low) * i / bins, 10) for i in range(1, bins)]
 
 
@@ -201,7 +203,7 @@ def prediction_profile(
     elif kind == "regression":
         edges = edges_from_quantiles(_approx_quantiles(scores, [score_col], quantile_probabilities(bins), rel_error)[0])
     else:
-        raise ValueError(f"kind: expected 'binary' or 'regression', got {kind!r}")
+        raise UsageError(f"kind: expected 'binary' or 'regression', got {kind!r}")
     counts, nulls = _numeric_counts(scores, {score_col: edges})[score_col]
     return {"column": score_col, "edges": edges, "counts": counts, "null_count": nulls}
 
@@ -226,10 +228,10 @@ def build_reference_profile(
         json.dumps(profile)  # what is logged as reference_profile.json
     """
     if bins < 2:
-        raise ValueError(f"bins: expected an int >= 2, got {bins!r}")
+        raise UsageError(f"bins: expected an int >= 2, got {bins!r}")
     missing = [c for c in [*numeric, *categorical] if c not in train.columns]
     if missing:
-        raise ValueError(f"numeric/categorical: columns {missing} are not in the training frame")
+        raise MissingColumnsError(f"numeric/categorical: columns {missing} are not in the training frame")
     profile: dict[str, Any] = {
         "version": PROFILE_VERSION,
         "bins": bins,

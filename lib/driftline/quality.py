@@ -46,20 +46,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from driftline.catalog import BRONZE_COLUMNS, REPORT_SCHEMA
 from driftline.config import FieldSpec, UseCaseConfig
-from driftline.errors import ConfigError, DriftlineError
-from driftline.io import BRONZE_COLUMNS
+from driftline.config.checks import check_dataset_fields
+from driftline.config.sections import DatasetLimits, Limits, ValidationSpec
+from driftline.errors import DataQualityError, UsageError
 
 log = logging.getLogger(__name__)
 
 RULES = ("not_json", "missing_required", "wrong_type", "out_of_range", "not_allowed", "too_long", "duplicate")
 SOURCE_COLUMNS = ("topic", "partition", "offset")
-RESERVED_NAMES = frozenset(BRONZE_COLUMNS) | {"reason", "reasons", "run_id", "quarantined_at"}
 _CORRUPT = "_corrupt_record"
 _SPARK_TYPES: dict[str, T.DataType] = {
     "string": T.StringType(),
@@ -69,61 +69,19 @@ _SPARK_TYPES: dict[str, T.DataType] = {
     "boolean": T.BooleanType(),
     "timestamp": T.TimestampType(),
 }
-_NUMERIC = {"int", "long", "double"}
-
-
-class DataQualityError(DriftlineError, RuntimeError):
-    """A run's data broke an error threshold of the ``validation:`` section."""
-
 
 
 # --------------------------------------------------------------------------- configuration
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Limits(_Strict):
-    """Upper limits on a run's quality metrics; None means no limit."""
-
-    max_quarantine_rate: float | None = Field(None, ge=0, le=1)
-    max_duplicate_rate: float | None = Field(None, ge=0, le=1)
-    max_missing_rate: dict[str, float] = Field(default_factory=dict)
-
-
-class DatasetLimits(Limits):
-    """Error limits, plus ``warn:`` limits that only log."""
-
-    warn: Limits = Limits()
-
-
-class LabelValidation(DatasetLimits):
-    time_field: str = "label_time"
-
-
-class ValidationSpec(DatasetLimits):
-    """The ``validation:`` section of a use case."""
-
-    labels: LabelValidation = LabelValidation()
-
-
 def validation_spec(usecase: UseCaseConfig) -> ValidationSpec:
-    """Parse and check ``usecase.validation``; errors name the key.
+    """The use case's ``validation:`` section (parsed and checked at load).
 
     Example::
 
         validation_spec(load_usecase("fraud")).max_quarantine_rate  # 0.2
     """
-    try:
-        spec = ValidationSpec.model_validate(usecase.validation)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"validation.{'.'.join(str(p) for p in err['loc'])}: got {err.get('input')!r}, expected: {err['msg']}"
-            for err in e.errors()
-        )
-        raise ConfigError(f"usecase {usecase.name}: {problems}") from e
-    return spec
+    return usecase.validation
 
 
 @dataclass(frozen=True)
@@ -138,32 +96,13 @@ class Dataset:
     binary_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        names = [f.name for f in self.fields]
-        if self.id_field not in names:
-            raise ConfigError(f"{self.name}: id field {self.id_field!r} is not in the schema {names}")
-        if self.time_field not in names:
-            raise ConfigError(f"{self.name}: time field {self.time_field!r} is not in the schema {names}")
-        clash = sorted(RESERVED_NAMES.intersection(names))
-        if clash:
-            raise ConfigError(f"schema: field names {clash} are reserved for source coordinates; rename them")
-        for i, f in enumerate(self.fields):
-            if (f.min is not None or f.max is not None) and f.type not in _NUMERIC:
-                raise ConfigError(f"schema[{i}] ({f.name}): min/max need a numeric type, got {f.type!r}")
-            if f.max_length is not None and f.type != "string":
-                raise ConfigError(f"schema[{i}] ({f.name}): max_length needs type string, got {f.type!r}")
-        for key, limits in (("", self.limits), ("warn.", self.limits.warn)):
-            unknown = sorted(set(limits.max_missing_rate) - set(names))
-            if unknown:
-                raise ConfigError(
-                    f"validation.{key}max_missing_rate: unknown fields {unknown}; expected some of {names}"
-                )
+        check_dataset_fields(self.name, self.fields, self.id_field, self.time_field, self.limits)
 
 
 def event_dataset(usecase: UseCaseConfig) -> Dataset:
     """The event stream: the use case's schema, ``event_id`` and ``event_time``."""
-    spec = validation_spec(usecase)
-    limits = DatasetLimits.model_validate(spec.model_dump(exclude={"labels"}))
-    return Dataset("events", tuple(usecase.schema_), usecase.event_id, usecase.event_time, limits)
+    return Dataset("events", tuple(usecase.schema_), usecase.event_id, usecase.event_time,
+                   usecase.validation.event_limits())
 
 
 def label_dataset(usecase: UseCaseConfig) -> Dataset:
@@ -184,7 +123,7 @@ def label_dataset(usecase: UseCaseConfig) -> Dataset:
         label_field,
         FieldSpec(name=spec.time_field, type="timestamp", required=True),
     )
-    limits = DatasetLimits.model_validate(spec.model_dump(exclude={"time_field"}))
+    limits = usecase.validation.label_limits()
     binary = (label.field,) if label.kind == "binary" else ()
     return Dataset("labels", fields, usecase.event_id, spec.time_field, limits, binary)
 
@@ -242,7 +181,7 @@ def classify(bronze: DataFrame, dataset: Dataset) -> DataFrame:
     """
     missing = [c for c in BRONZE_COLUMNS if c not in bronze.columns]
     if missing:
-        raise ValueError(f"bronze: expected bronze columns {list(BRONZE_COLUMNS)}, missing {missing}")
+        raise UsageError(f"bronze: expected bronze columns {list(BRONZE_COLUMNS)}, missing {missing}")
     raw_schema = T.StructType(
         [T.StructField(f.name, T.StringType()) for f in dataset.fields] + [T.StructField(_CORRUPT, T.StringType())]
     )
@@ -332,28 +271,6 @@ class Violation:
         return f"{self.key} = {self.limit:g} exceeded: observed {self.observed:.4g} ({self.detail})"
 
 
-REPORT_SCHEMA = T.StructType(
-    [
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("run_time", T.TimestampType(), False),
-        T.StructField("usecase", T.StringType(), False),
-        T.StructField("dataset", T.StringType(), False),
-        T.StructField("source_table", T.StringType(), True),
-        T.StructField("source_version", T.LongType(), True),
-        T.StructField("records_in", T.LongType(), False),
-        T.StructField("records_good", T.LongType(), False),
-        T.StructField("records_quarantined", T.LongType(), False),
-        T.StructField("duplicates", T.LongType(), False),
-        T.StructField("quarantine_rate", T.DoubleType(), False),
-        T.StructField("duplicate_rate", T.DoubleType(), False),
-        T.StructField("missing_rate", T.MapType(T.StringType(), T.DoubleType()), False),
-        T.StructField("reason_counts", T.MapType(T.StringType(), T.LongType()), False),
-        T.StructField("rule_counts", T.MapType(T.StringType(), T.LongType()), False),
-        T.StructField("status", T.StringType(), False),
-        T.StructField("violations", T.ArrayType(T.StringType()), False),
-        T.StructField("warnings", T.ArrayType(T.StringType()), False),
-    ]
-)
 
 
 @dataclass(frozen=True)

@@ -41,38 +41,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pyspark.sql import SparkSession
-from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQueryListener
 
+from driftline import catalog
+from driftline.catalog import QUERY_METRICS_COLUMNS, QUERY_METRICS_SCHEMA
 from driftline.config import PlatformConfig
+from driftline.delta import rows_local, write_delta
+from driftline.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-QUERY_METRICS_SCHEMA = T.StructType([
-    T.StructField("query_name", T.StringType(), True),
-    T.StructField("query_id", T.StringType(), False),
-    T.StructField("run_id", T.StringType(), False),
-    T.StructField("batch_id", T.LongType(), False),
-    T.StructField("timestamp", T.TimestampType(), False),
-    T.StructField("num_input_rows", T.LongType(), True),
-    T.StructField("input_rows_per_second", T.DoubleType(), True),
-    T.StructField("processed_rows_per_second", T.DoubleType(), True),
-    T.StructField("batch_duration_ms", T.LongType(), True),
-    T.StructField("state_rows_total", T.LongType(), True),
-    T.StructField("rows_dropped_by_watermark", T.LongType(), True),
-    T.StructField("event_time_max", T.TimestampType(), True),
-    T.StructField("watermark", T.TimestampType(), True),
-    T.StructField("event_to_output_latency_ms", T.LongType(), True),
-    T.StructField("app_name", T.StringType(), True),
-    T.StructField("recorded_at", T.TimestampType(), False),
-])
-QUERY_METRICS_COLUMNS = tuple(QUERY_METRICS_SCHEMA.fieldNames())
 KEY_COLUMNS = ("query_id", "run_id", "batch_id")
 
 
 def metrics_path(platform: PlatformConfig) -> str:
     """``<lake>/monitoring/queries``."""
-    return platform.table_path("monitoring", "queries")
+    return catalog.path(platform, "queries")
 
 
 def parse_spark_time(text: str | None) -> datetime | None:
@@ -102,7 +86,7 @@ def progress_row(progress: Any, app_name: str | None = None, now: datetime | Non
     (or anything with its attributes, e.g. a test double)."""
     started = parse_spark_time(progress.timestamp)
     if started is None:
-        raise ValueError("progress.timestamp: expected an ISO 8601 time, got nothing")
+        raise UsageError("progress.timestamp: expected an ISO 8601 time, got nothing")
     durations = dict(progress.durationMs or {})
     duration = _number(durations.get("triggerExecution", progress.batchDuration), int)
     event_time = dict(progress.eventTime or {})
@@ -144,9 +128,9 @@ class QueryMetricsListener(StreamingQueryListener):
         self, spark: SparkSession, path: str, *, flush_interval_s: float = 10.0, max_buffer: int = 10_000
     ) -> None:
         if flush_interval_s <= 0:
-            raise ValueError(f"flush_interval_s: expected seconds > 0, got {flush_interval_s!r}")
+            raise UsageError(f"flush_interval_s: expected seconds > 0, got {flush_interval_s!r}")
         if max_buffer < 1:
-            raise ValueError(f"max_buffer: expected at least 1 row, got {max_buffer!r}")
+            raise UsageError(f"max_buffer: expected at least 1 row, got {max_buffer!r}")
         self._session = spark
         self.path = path
         self.flush_interval_s = flush_interval_s
@@ -228,9 +212,7 @@ class QueryMetricsListener(StreamingQueryListener):
             try:
                 df = self._session.createDataFrame([tuple(r[c] for c in QUERY_METRICS_COLUMNS) for r in rows],
                                                 QUERY_METRICS_SCHEMA)
-                (df.write.format("delta").mode("append")
-                 .option("txnAppId", self._txn_app).option("txnVersion", str(self._txn_version))
-                 .save(self.path))
+                write_delta(df, self.path, mode="append", txn=(self._txn_app, self._txn_version))
             except BaseException:
                 with self._lock:
                     self._rows[:0] = rows
@@ -316,13 +298,7 @@ def latest_per_query(path: str) -> list[dict[str, Any]]:
 
         latest_per_query(metrics_path(platform))[0]["processed_rows_per_second"]
     """
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        rows = DeltaTable(path).to_pyarrow_table().to_pylist()
-    except TableNotFoundError:
-        return []
+    rows = rows_local(path)
     latest: dict[str, dict[str, Any]] = {}
     for row in rows:
         seen = latest.get(row["query_id"])

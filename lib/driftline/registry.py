@@ -26,14 +26,15 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
 
+from driftline import catalog
+from driftline.catalog import AUDIT_SCHEMA
 from driftline.config import PlatformConfig, UseCaseConfig
-from driftline.errors import DriftlineError
+from driftline.config.sections import GateSpec, ModelSpec
+from driftline.delta import is_delta_table, read_delta, write_delta
+from driftline.errors import ConfigError, RegistryError, UsageError
 from driftline.tracking import MODEL_ARTIFACT, SPEC_ARTIFACT, configure_mlflow
 from driftline.training import (
-    GateSpec,
-    ModelSpec,
     evaluate,
     gate_metric,
     is_higher_better,
@@ -47,22 +48,7 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_TAG = "driftline.previous_champion"
-AUDIT_SCHEMA = T.StructType([
-    T.StructField("event_time", T.TimestampType(), False),
-    T.StructField("action", T.StringType(), False),
-    T.StructField("model_name", T.StringType(), False),
-    T.StructField("from_version", T.IntegerType(), True),
-    T.StructField("to_version", T.IntegerType(), True),
-    T.StructField("reason", T.StringType(), True),
-    T.StructField("metrics", T.MapType(T.StringType(), T.DoubleType()), True),
-    T.StructField("run_id", T.StringType(), True),
-])
-AUDIT_COLUMNS = tuple(AUDIT_SCHEMA.fieldNames())
 ACTIONS = frozenset({"register", "promote", "rollback", "gate_refused", "route", "retrain_triggered"})
-
-
-class RegistryError(DriftlineError, RuntimeError):
-    """A registry operation cannot be done (no such version, no previous champion, ...)."""
 
 
 def model_name(uc: UseCaseConfig) -> str:
@@ -71,7 +57,7 @@ def model_name(uc: UseCaseConfig) -> str:
 
 
 def audit_path(platform: PlatformConfig, uc: UseCaseConfig) -> str:
-    return platform.table_path("audit", f"{uc.name}_model_events")
+    return catalog.path(platform, "model_events", uc)
 
 
 def client_for(platform: PlatformConfig) -> MlflowClient:
@@ -104,21 +90,19 @@ def record_event(
                      from_version=1, to_version=2, reason="gate passed")
     """
     if action not in ACTIONS:
-        raise ValueError(f"action: expected one of {sorted(ACTIONS)}, got {action!r}")
+        raise UsageError(f"action: expected one of {sorted(ACTIONS)}, got {action!r}")
     clean = {k: float(v) for k, v in (metrics or {}).items() if v is not None and not math.isnan(float(v))}
     row = (when or datetime.now(UTC).replace(tzinfo=None), action, model, from_version, to_version, reason,
            clean, run_id)
-    spark.createDataFrame([row], AUDIT_SCHEMA).write.format("delta").mode("append").save(path)
+    write_delta(spark.createDataFrame([row], AUDIT_SCHEMA), path, mode="append")
     log.info("audit %s %s: %s -> %s (%s)", model, action, from_version, to_version, reason)
 
 
 def read_events(spark: SparkSession, path: str) -> DataFrame:
     """The audit table ordered by time (an empty frame when nothing was recorded yet)."""
-    from delta.tables import DeltaTable
-
-    if not DeltaTable.isDeltaTable(spark, path):
+    if not is_delta_table(spark, path):
         return spark.createDataFrame([], AUDIT_SCHEMA)
-    return spark.read.format("delta").load(path).orderBy("event_time")
+    return read_delta(spark, path).orderBy("event_time")
 
 
 # --------------------------------------------------------------------------- versions and aliases
@@ -144,7 +128,7 @@ def register_version(
         version = register_version(spark, platform, uc, run.info.run_id)
     """
     if not run_id:
-        raise ValueError("run_id: expected an MLflow run id, got an empty value")
+        raise UsageError("run_id: expected an MLflow run id, got an empty value")
     client = client_for(platform)
     name = model_name(uc)
     try:
@@ -279,7 +263,7 @@ def evaluate_gate(
     name = model_name(uc)
     metric = gate_metric(spec, uc.label.kind)
     if metric not in challenger_metrics:
-        raise ValueError(f"model.gate.metric: {metric!r} is not among the test metrics {sorted(challenger_metrics)}")
+        raise ConfigError(f"model.gate.metric: {metric!r} is not among the test metrics {sorted(challenger_metrics)}")
     champion_version = alias_version(client, name, CHAMPION)
     champion_value: float | None = None
     if champion_version is not None:

@@ -1,7 +1,7 @@
 """A use case's outputs as pandas frames and matplotlib figures, for notebooks.
 
-Tables are read with delta-rs (``deltalake``): no Spark session, no JVM, a second
-or two for the demo's tables. Every loader returns ``None`` for a table that
+Tables are read with delta-rs (``deltalake``, through :func:`driftline.delta.read_local`):
+no Spark session, no JVM, a second or two for the demo's tables. Every loader returns ``None`` for a table that
 does not exist yet, so a notebook can skip a section with a one-line note.
 Timestamps come back as naive UTC (``datetime64``), whatever wrote them.
 
@@ -30,7 +30,10 @@ import pandas as pd
 import pyarrow as pa
 from matplotlib.figure import Figure
 
+from driftline.catalog import usecase_tables
 from driftline.config import PlatformConfig
+from driftline.delta import local_table, read_local
+from driftline.errors import UsageError
 
 ROUTE_ORDER = ("champion", "challenger", "shadow")
 ROUTE_COLORS = {"champion": "tab:blue", "challenger": "tab:orange", "shadow": "tab:gray"}
@@ -39,44 +42,10 @@ ROUTE_COLORS = {"champion": "tab:blue", "challenger": "tab:orange", "shadow": "t
 # --------------------------------------------------------------------------- loading
 
 
-def usecase_tables(usecase: str) -> list[tuple[str, str]]:
-    """The ``(layer, name)`` of every Delta table the platform writes for ``usecase``,
-    in pipeline order (``monitoring/queries`` is shared by all use cases).
-
-    Example::
-
-        usecase_tables("fraud")[0]  # ('bronze', 'fraud_events')
-    """
-    if not usecase:
-        raise ValueError("usecase: expected a use-case name, e.g. 'fraud'")
-    u = usecase
-    return [
-        ("bronze", f"{u}_events"), ("bronze", f"{u}_labels"),
-        ("quarantine", f"{u}_events"), ("quarantine", f"{u}_labels"),
-        ("silver", f"{u}_events"), ("silver", f"{u}_labels"),
-        ("gold", f"{u}_features_offline"), ("gold", f"{u}_features_online"),
-        ("gold", f"{u}_features_stream"), ("quarantine", f"{u}_events_stream"),
-        ("predictions", u), ("predictions", f"{u}_batch"),
-        ("monitoring", f"{u}_validation"), ("monitoring", f"{u}_drift"), ("monitoring", f"{u}_quality"),
-        ("monitoring", f"{u}_performance"), ("monitoring", f"{u}_alerts"), ("monitoring", "queries"),
-        ("audit", f"{u}_model_events"),
-    ]
-
-
 # Integer columns stay integers when they hold nulls (a version, a count), instead of floats.
 _NULLABLE_INTS: dict[pa.DataType, Any] = {
     pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
 }
-
-
-def _open(path: str) -> Any:
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        return DeltaTable(path)
-    except TableNotFoundError:
-        return None
 
 
 def _naive_utc(df: pd.DataFrame) -> pd.DataFrame:
@@ -99,41 +68,25 @@ def load_table(
         load_table(platform, "monitoring", "fraud_drift")
     """
     if not layer or not name:
-        raise ValueError(f"layer, name: expected a table such as ('predictions', 'fraud'), got {(layer, name)!r}")
-    table = _open(platform.table_path(layer, name))
-    if table is None:
-        return None
-    frame = table.to_pandas(columns=list(columns) if columns else None, types_mapper=_NULLABLE_INTS.get)
-    return _naive_utc(frame)
-
-
-def _local_extras(platform: PlatformConfig, usecase: str, known: set[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Other Delta tables of ``usecase`` in a local lake (e.g. the monitor's state tables)."""
-    root = platform.path(platform.lake_root)
-    if "://" in root or not Path(root).is_dir():
-        return []
-    found = []
-    for log_dir in sorted(Path(root).glob("*/*/_delta_log")):
-        layer, name = log_dir.parent.parent.name, log_dir.parent.name
-        if (name == usecase or name.startswith(f"{usecase}_")) and (layer, name) not in known:
-            found.append((layer, name))
-    return found
+        raise UsageError(f"layer, name: expected a table such as ('predictions', 'fraud'), got {(layer, name)!r}")
+    frame = read_local(platform.table_path(layer, name), columns, types_mapper=_NULLABLE_INTS.get)
+    return None if frame is None else _naive_utc(frame)
 
 
 def table_counts(platform: PlatformConfig, usecase: str) -> pd.DataFrame:
     """Rows and Delta version of every table of ``usecase``, indexed by ``layer/name``;
-    ``<NA>`` for a table not written yet. Besides :func:`usecase_tables`, any other
-    table of the use case found in a local lake is listed after them.
+    ``<NA>`` for a table not written yet, in catalog order (:func:`driftline.catalog.usecase_tables`).
 
     Example::
 
         table_counts(platform, "fraud").loc["predictions/fraud", "rows"]  # 20000
     """
+    if not usecase:
+        raise UsageError("usecase: expected a use-case name, e.g. 'fraud'")
     tables = usecase_tables(usecase)
-    tables += _local_extras(platform, usecase, set(tables))
     rows: list[dict[str, Any]] = []
     for layer, name in tables:
-        table = _open(platform.table_path(layer, name))
+        table = local_table(platform.table_path(layer, name))
         count = None if table is None else int(table.to_pyarrow_dataset().count_rows())
         version = None if table is None else int(table.version())
         rows.append({"table": f"{layer}/{name}", "rows": count, "version": version})
@@ -202,7 +155,7 @@ def latency_percentiles(predictions: pd.DataFrame, percentiles: Sequence[float] 
     """
     for p in percentiles:
         if not 0 <= p <= 100:
-            raise ValueError(f"percentiles: expected values in [0, 100], got {p!r}")
+            raise UsageError(f"percentiles: expected values in [0, 100], got {p!r}")
     values = latency_ms(predictions).to_numpy(dtype=np.float64)
     index = [f"p{p:g}" for p in percentiles]
     if len(values) == 0:
@@ -297,7 +250,7 @@ def drift_matrix(drift: pd.DataFrame, statistic: str = "psi") -> tuple[pd.DataFr
     chosen = drift[drift["statistic"] == statistic]
     if chosen.empty:
         known = sorted(drift["statistic"].dropna().unique())
-        raise ValueError(f"statistic: {statistic!r} is not in the drift table; expected one of {known}")
+        raise UsageError(f"statistic: {statistic!r} is not in the drift table; expected one of {known}")
     values = chosen.pivot_table(index="feature", columns="window_start", values="value", aggfunc="max", dropna=False)
     values = values.sort_index().sort_index(axis=1)
     flags = drift.assign(drifted=drift["drifted"].fillna(False).astype(bool)).pivot_table(

@@ -50,27 +50,28 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from pyspark.ml import PipelineModel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
-from driftline.config import PlatformConfig, UseCaseConfig
-from driftline.errors import ConfigError
+from driftline import catalog
+from driftline.catalog import BRONZE_COLUMNS, PREDICTION_SCHEMA
+from driftline.config import PlatformConfig, UseCaseConfig, section_error, trigger_options
+from driftline.config.sections import RoutingSpec, StreamingSpec
+from driftline.delta import read_if_exists, write_delta
+from driftline.errors import RegistryError
 from driftline.features import (
     FeatureSpec,
     feature_spec,
-    parse_duration,
     point_in_time_features,
     with_ratios,
 )
-from driftline.io import BRONZE_COLUMNS, write_delta
+from driftline.kafka.spark import raw_records, read_kafka_stream
 from driftline.quality import event_dataset
-from driftline.streaming_io import raw_records, read_kafka_stream, trigger_options
 
 log = logging.getLogger(__name__)
 
@@ -79,105 +80,38 @@ MODE_TAG = "driftline.routing.mode"
 SHARE_TAG = "driftline.routing.share"
 BUCKETS = 10_000
 CANARY_SALT = "driftline-canary"
-PREDICTION_SCHEMA = T.StructType([
-    T.StructField("event_id", T.StringType()),
-    T.StructField("entity", T.StringType()),
-    T.StructField("event_time", T.TimestampType()),
-    T.StructField("score", T.DoubleType()),
-    T.StructField("prediction", T.DoubleType()),
-    T.StructField("served", T.BooleanType()),
-    T.StructField("route", T.StringType()),
-    T.StructField("model_name", T.StringType()),
-    T.StructField("model_version", T.IntegerType()),
-    T.StructField("batch_id", T.LongType()),
-    T.StructField("scoring_time", T.TimestampType()),
-    T.StructField("kafka_timestamp", T.TimestampType()),
-])
 # Test hook: after writing the predictions of this batch id, touch a marker file and wait,
 # so a test can kill -9 the driver in the middle of a batch (before Spark commits it).
 FAULT_PAUSE_ENV = "DRIFTLINE_FAULT_PAUSE_AFTER_WRITE"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StreamingSpec(_Strict):
-    """The ``streaming:`` section of a use case."""
-
-    trigger: str = "5 seconds"
-    dedupe_window: str = "10 minutes"
-    max_offsets_per_trigger: int | None = Field(100_000, ge=1)
-    starting_offsets: Literal["earliest", "latest"] = "earliest"
-    stream_window_max: str = "1h"
-    publish: bool = True
-
-
-class RoutingSpec(_Strict):
-    """How the challenger takes part: not at all, in shadow, or serving a canary share."""
-
-    mode: Literal["champion", "shadow", "canary"] = "shadow"
-    share: float = Field(0.05, ge=0.0, le=1.0)
-
-
-def _section(model: type[BaseModel], uc: UseCaseConfig, key: str) -> Any:
-    try:
-        return model.model_validate(getattr(uc, key))
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{key}.{'.'.join(str(p) for p in err['loc'])}: got {err.get('input')!r}, expected: {err['msg']}"
-            for err in e.errors()
-        )
-        raise ConfigError(f"usecase {uc.name}: {problems}") from e
-
-
 def streaming_spec(uc: UseCaseConfig) -> StreamingSpec:
-    """Parse ``uc.streaming``; errors name the key. Example: ``streaming_spec(uc).trigger``."""
-    spec: StreamingSpec = _section(StreamingSpec, uc, "streaming")
-    for key in ("dedupe_window", "stream_window_max"):
-        try:
-            _seconds(getattr(spec, key))
-        except ValueError as e:
-            raise ConfigError(f"usecase {uc.name}: streaming.{key}: {e}") from e
-    try:
-        trigger_options(spec.trigger)
-    except ValueError as e:
-        raise ConfigError(f"usecase {uc.name}: streaming.trigger: {e}") from e
-    return spec
+    """The use case's ``streaming:`` section (parsed and checked at load)."""
+    return uc.streaming
 
 
 def routing_spec(uc: UseCaseConfig) -> RoutingSpec:
-    """Parse ``uc.routing`` (the default before any ``driftline route``)."""
-    spec: RoutingSpec = _section(RoutingSpec, uc, "routing")
-    return spec
-
-
-def _seconds(text: str) -> int:
-    """``'10 minutes'``, ``'10m'``, ``'1h'`` → seconds."""
-    compact = text.strip().lower()
-    for word, unit in (("seconds", "s"), ("second", "s"), ("minutes", "m"), ("minute", "m"),
-                       ("hours", "h"), ("hour", "h"), ("days", "d"), ("day", "d")):
-        compact = compact.replace(f" {word}", unit)
-    return parse_duration(compact.replace(" ", ""))
+    """The use case's ``routing:`` section: the default before any ``driftline route``."""
+    return uc.routing
 
 
 # --------------------------------------------------------------------------- tables
 
 
 def predictions_path(platform: PlatformConfig, uc: UseCaseConfig) -> str:
-    return platform.table_path("predictions", uc.name)
+    return catalog.path(platform, "predictions", uc)
 
 
 def features_stream_path(platform: PlatformConfig, uc: UseCaseConfig) -> str:
-    return platform.table_path("gold", f"{uc.name}_features_stream")
+    return catalog.path(platform, "features_stream", uc)
 
 
 def quarantine_stream_path(platform: PlatformConfig, uc: UseCaseConfig) -> str:
-    return platform.table_path("quarantine", f"{uc.name}_events_stream")
+    return catalog.path(platform, "quarantine_events_stream", uc)
 
 
 def score_checkpoint(platform: PlatformConfig, uc: UseCaseConfig) -> str:
-    return platform.checkpoint(f"score/{uc.name}")
+    return catalog.checkpoint(platform, "score", uc)
 
 
 # --------------------------------------------------------------------------- routing
@@ -238,7 +172,14 @@ def current_routing(tags: dict[str, str], default: RoutingSpec) -> RoutingSpec:
     """The routing in effect: registered-model tags set by ``driftline route``, else the YAML."""
     mode = tags.get(MODE_TAG, default.mode)
     share = float(tags.get(SHARE_TAG, default.share))
-    return RoutingSpec.model_validate({"mode": mode, "share": share})
+    return _routing(mode, share)
+
+
+def _routing(mode: str, share: float) -> RoutingSpec:
+    try:
+        return RoutingSpec.model_validate({"mode": mode, "share": share})
+    except ValidationError as e:
+        raise section_error("routing", e, prefix="routing") from e
 
 
 def canary_bucket(entity: Column) -> Column:
@@ -264,7 +205,7 @@ def set_routing(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig
     client = client_for(platform)
     name = model_name(uc)
     before = current_routing(dict(client.get_registered_model(name).tags), routing_spec(uc))
-    new = RoutingSpec.model_validate({"mode": mode, "share": before.share if share is None else share})
+    new = _routing(mode, before.share if share is None else share)
     client.set_registered_model_tag(name, MODE_TAG, new.mode)
     client.set_registered_model_tag(name, SHARE_TAG, repr(new.share))
     record_event(spark, audit_path(platform, uc), action="route", model=name,
@@ -275,7 +216,7 @@ def set_routing(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig
 
 def decide_plan(platform: PlatformConfig, uc: UseCaseConfig, batch_id: int) -> BatchPlan:
     """Read the aliases and routing from the registry now."""
-    from driftline.registry import CHALLENGER, CHAMPION, RegistryError, alias_version, client_for, model_name
+    from driftline.registry import CHALLENGER, CHAMPION, alias_version, client_for, model_name
 
     client = client_for(platform)
     name = model_name(uc)
@@ -427,7 +368,7 @@ class BatchScorer:
         self.stream = streaming_spec(uc)
         self.features = feature_spec(uc)
         self.dataset = event_dataset(uc)
-        self.window_max_s = _seconds(self.stream.stream_window_max)
+        self.window_max_s = self.stream.stream_window_max_s
         self.threshold = model_spec(uc).threshold
         self.name = model_name(uc)
         self.idempotent = idempotent
@@ -521,20 +462,10 @@ class BatchScorer:
             bad.unpersist()
 
     def _recent(self) -> DataFrame | None:
-        from delta.tables import DeltaTable
-
-        path = features_stream_path(self.platform, self.uc)
-        if not DeltaTable.isDeltaTable(self.spark, path):
-            return None
-        return self.spark.read.format("delta").load(path)
+        return read_if_exists(self.spark, features_stream_path(self.platform, self.uc))
 
     def _online(self) -> DataFrame | None:
-        from delta.tables import DeltaTable
-
-        path = self.platform.table_path("gold", f"{self.uc.name}_features_online")
-        if not DeltaTable.isDeltaTable(self.spark, path):
-            return None
-        return self.spark.read.format("delta").load(path)
+        return read_if_exists(self.spark, catalog.path(self.platform, "features_online", self.uc))
 
     def _score(self, events: DataFrame, classified: DataFrame, plan: BatchPlan, batch_id: int) -> None:
         events = events.persist()
@@ -604,7 +535,7 @@ def start_scoring(
         q = start_scoring(spark, platform, load_usecase("fraud"), trigger="availableNow")
         q.awaitTermination()
     """
-    from driftline.kafka_io import ensure_topics
+    from driftline.kafka.clients import ensure_topics
 
     stream = streaming_spec(uc)
     checkpoint = checkpoint or score_checkpoint(platform, uc)

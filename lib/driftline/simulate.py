@@ -45,7 +45,8 @@ import pandas as pd
 from numpy.random import PCG64, Generator
 
 from driftline.config import FieldSpec, UseCaseConfig
-from driftline.errors import DriftlineError
+from driftline.config import parse_duration as config_duration
+from driftline.errors import SimulationError
 
 log = logging.getLogger(__name__)
 
@@ -54,33 +55,24 @@ DEFAULT_START = "2024-01-01T00:00:00Z"
 MALFORMED_KINDS = ("not_json", "wrong_type", "missing_field", "oversized")
 META_COLUMNS = ("_index", "_malformed", "_variant", "_pad", "_duplicate_of", "_late_ms")
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_RE = re.compile(r"(?P<num>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?")
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
-
-
-class SimulationError(DriftlineError, ValueError):
-    """A scenario spec, simulator option or generator argument is invalid."""
 
 
 # -- scenario specs ----------------------------------------------------------------
 
 
 def parse_duration(text: str | float | int) -> float:
-    """Seconds in ``'250ms'``, ``'30s'``, ``'5m'``, ``'1.5h'``, ``'2d'`` or a plain number of seconds.
+    """Seconds in ``'250ms'``, ``'30s'``, ``'5m'``, ``'1.5h'``, ``'2d'`` or a plain number of seconds
+    (:func:`driftline.config.parse_duration`, raising :class:`SimulationError`).
 
     Example::
 
         parse_duration("5m")   # 300.0
     """
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        if text < 0 or not math.isfinite(text):
-            raise SimulationError(f"duration: expected a non-negative number of seconds, got {text!r}")
-        return float(text)
-    m = _DURATION_RE.fullmatch(str(text).strip().replace("_", ""))
-    if not m:
-        raise SimulationError(f"duration: got {text!r}, expected e.g. 250ms, 30s, 5m, 1.5h or 2d")
-    return float(m["num"]) * _DURATION_UNITS[m["unit"] or "s"]
+    try:
+        return config_duration(text)
+    except ValueError as e:
+        raise SimulationError(str(e)) from e
 
 
 def _parse_when(text: str, spec: str) -> tuple[float | None, int | None]:
@@ -325,10 +317,10 @@ def encode_json_lines(
         # [b'{"a":1.5,"b":"x"}']
     """
     if not fields:
-        raise ValueError("fields: expected at least one field")
+        raise SimulationError("fields: expected at least one field")
     missing = [f.name for f in fields if f.name not in frame.columns]
     if missing:
-        raise ValueError(f"frame: missing columns {missing}")
+        raise SimulationError(f"frame: missing columns {missing}")
     ordered = sorted(fields, key=lambda f: f.name)
     columns: list[list[str]] = []
     quoted: list[bool] = []
@@ -407,7 +399,7 @@ class Chunk:
     def head(self, n: int) -> Chunk:
         """The first ``n`` events and the labels that belong to them."""
         if n < 0:
-            raise ValueError(f"n: expected a non-negative count, got {n}")
+            raise SimulationError(f"n: expected a non-negative count, got {n}")
         keep = self.labels["_index"].to_numpy() < self.start_index + n
         return Chunk(
             self.start_index,
@@ -593,15 +585,15 @@ class EventGenerator(ABC):
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         if chunk_size < 1:
-            raise ValueError(f"chunk_size: expected a positive number of events, got {chunk_size}")
+            raise SimulationError(f"chunk_size: expected a positive number of events, got {chunk_size}")
         self.usecase = usecase
         self.opts = self._resolve_options({**usecase.simulator, **(overrides or {})})
         self.seed = int(self.opts["seed"] if seed is None else seed)
         if self.seed < 0:
-            raise ValueError(f"seed: expected a non-negative integer, got {self.seed}")
+            raise SimulationError(f"seed: expected a non-negative integer, got {self.seed}")
         rate = self.opts["events_per_hour"] / 3600.0 if events_per_second is None else float(events_per_second)
         if not rate > 0 or not math.isfinite(rate):
-            raise ValueError(f"events_per_second: expected a positive rate, got {events_per_second!r}")
+            raise SimulationError(f"events_per_second: expected a positive rate, got {events_per_second!r}")
         self.events_per_second = rate
         self.start_ms = _to_ms(self.opts["start"] if start is None else start)
         self.chunk_size = int(chunk_size)
@@ -631,13 +623,8 @@ class EventGenerator(ABC):
     # -- configuration ---------------------------------------------------------
 
     def _resolve_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        known = {**self.common_options, **self.options}
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise SimulationError(
-                f"simulator.{unknown[0]}: unknown option for generator {self.generator!r}; known: {sorted(known)}"
-            )
-        opts = {**known, **raw}
+        _check_option_names(type(self), raw)
+        opts = {**self.common_options, **self.options, **raw}
         for key, default in self.options.items():
             if isinstance(default, int | float) and not isinstance(default, bool):
                 value = opts[key]
@@ -1227,6 +1214,34 @@ GENERATORS: dict[str, type[EventGenerator]] = {
 }
 
 
+def _generator_class(usecase: UseCaseConfig) -> type[EventGenerator]:
+    name = usecase.simulator.get("generator")
+    if name not in GENERATORS:
+        raise SimulationError(
+            f"simulator.generator: got {name!r} in use case {usecase.name!r}, expected one of {sorted(GENERATORS)}"
+        )
+    return GENERATORS[name]
+
+
+def _check_option_names(cls: type[EventGenerator], raw: Mapping[str, Any]) -> None:
+    known = {**cls.common_options, **cls.options}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise SimulationError(
+            f"simulator.{unknown[0]}: unknown option for generator {cls.generator!r}; known: {sorted(known)}"
+        )
+
+
+def check_simulator_options(usecase: UseCaseConfig) -> None:
+    """The ``simulator:`` section against its generator's declared options (run at load).
+
+    Example::
+
+        check_simulator_options(load_usecase("fraud"))  # raises SimulationError on a typo
+    """
+    _check_option_names(_generator_class(usecase), usecase.simulator)
+
+
 def make_generator(
     usecase: UseCaseConfig,
     *,
@@ -1248,13 +1263,9 @@ def make_generator(
 
         gen = make_generator(load_usecase("eta"), seed=1, scenarios=["late@1h:rate=0.2"])
     """
-    name = usecase.simulator.get("generator")
-    if name not in GENERATORS:
-        raise SimulationError(
-            f"simulator.generator: got {name!r} in use case {usecase.name!r}, expected one of {sorted(GENERATORS)}"
-        )
+    cls = _generator_class(usecase)
     parsed = [parse_scenario(s) if isinstance(s, str) else s for s in scenarios]
-    return GENERATORS[name](usecase, seed=seed, start=start, events_per_second=events_per_second,
+    return cls(usecase, seed=seed, start=start, events_per_second=events_per_second,
                             scenarios=parsed, diurnal=diurnal, chunk_size=chunk_size, overrides=overrides)
 
 
@@ -1270,7 +1281,7 @@ def scenario_help(generators: Iterable[str] | None = None, usecases: Mapping[str
     names = list(generators) if generators is not None else sorted(GENERATORS)
     unknown = [n for n in names if n not in GENERATORS]
     if unknown:
-        raise ValueError(f"generators: unknown {unknown}, expected some of {sorted(GENERATORS)}")
+        raise SimulationError(f"generators: unknown {unknown}, expected some of {sorted(GENERATORS)}")
     lines: list[str] = []
     for gname in names:
         cls = GENERATORS[gname]
@@ -1340,7 +1351,7 @@ def write_history(
         write_history(make_generator(load_usecase("fraud"), seed=7), "/tmp/hist", duration_s=86400)
     """
     if not duration_s > 0:
-        raise ValueError(f"duration_s: expected a positive number of seconds, got {duration_s!r}")
+        raise SimulationError(f"duration_s: expected a positive number of seconds, got {duration_s!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {k: out / f"{k}.jsonl" for k in ("events", "labels", "ground_truth", "event_truth")}

@@ -27,6 +27,7 @@ import mlflow
 import pandas as pd
 
 from driftline.config import PROJECT_ROOT, PlatformConfig, UseCaseConfig, config_hash
+from driftline.errors import UsageError
 from driftline.training import ModelSpec, TrainResult
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def log_training_run(
                                    spark_version=spark.version, profile=profile, input_example=example)
     """
     if mlflow.active_run() is None:
-        raise ValueError("log_training_run: needs an active MLflow run (use mlflow.start_run())")
+        raise UsageError("log_training_run: needs an active MLflow run (use mlflow.start_run())")
     from mlflow.models import infer_signature
     from mlflow.spark import log_model
 

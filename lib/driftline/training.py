@@ -38,7 +38,6 @@ from itertools import product
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pyspark.ml import Estimator, Pipeline, PipelineModel, Transformer
 from pyspark.ml.classification import GBTClassifier, LogisticRegression, RandomForestClassifier
 from pyspark.ml.evaluation import BinaryClassificationEvaluator, Evaluator, RegressionEvaluator
@@ -59,21 +58,24 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from driftline.config import UseCaseConfig
-from driftline.errors import ConfigError, DriftlineError
+from driftline.config.sections import (
+    CLASSIFIER_NAMES,
+    REGRESSOR_NAMES,
+    ModelSpec,
+    SearchSpec,
+    SplitSpec,
+)
+from driftline.delta import delta_version, is_delta_table, read_delta
+from driftline.errors import MissingColumnsError, ModelSpecError, TrainingDataError, UsageError
 
 log = logging.getLogger(__name__)
 
 LabelKind = Literal["binary", "regression"]
 
-CLASSIFIERS: dict[str, Any] = {
-    "logistic_regression": LogisticRegression,
-    "random_forest": RandomForestClassifier,
-    "gbt": GBTClassifier,
-}
-REGRESSORS: dict[str, Any] = {
-    "linear_regression": LinearRegression,
-    "gbt_regressor": GBTRegressor,
-}
+# the names the ``model:`` section accepts (config.sections), in the same order
+CLASSIFIERS: dict[str, Any] = dict(zip(CLASSIFIER_NAMES, (LogisticRegression, RandomForestClassifier, GBTClassifier),
+                                       strict=True))
+REGRESSORS: dict[str, Any] = dict(zip(REGRESSOR_NAMES, (LinearRegression, GBTRegressor), strict=True))
 # Metrics where a smaller value is better; every other metric is higher-is-better.
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse"})
 DEFAULT_METRIC: dict[str, str] = {"binary": "roc_auc", "regression": "rmse"}
@@ -83,123 +85,18 @@ FEATURES_COL = "_dl_assembled"
 PREFIX = "_dl_"
 
 
-class ModelSpecError(ConfigError):
-    """The ``model:`` section of a use case is invalid."""
-
-
-class TrainingDataError(DriftlineError, ValueError):
-    """The training data is unusable: not a Delta table, no commits, an empty split."""
-
-
-class MissingColumnsError(TrainingDataError):
-    """The training table lacks columns the ``model:`` section or the use case needs."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SplitSpec(_Strict):
-    """How rows are split into train / validation / test."""
-
-    method: Literal["time", "random"] = "time"
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    seed: int = 42
-
-    @field_validator("fractions")
-    @classmethod
-    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if any(f <= 0 for f in v) or not math.isclose(sum(v), 1.0, abs_tol=1e-6):
-            raise ValueError(f"expected three positive fractions summing to 1, got {list(v)}")
-        return v
-
-
-class SearchSpec(_Strict):
-    """Hyper-parameter search: a grid or ``n`` seeded random samples of ``params``."""
-
-    method: Literal["grid", "random"] = "grid"
-    n: int = Field(4, ge=1)
-    params: dict[str, list[Any] | dict[str, Any]] = Field(default_factory=dict)
-    validation: Literal["train_validation_split", "cross_validation"] = "train_validation_split"
-    folds: int = Field(3, ge=2)
-    parallelism: int = Field(1, ge=1)
-    metric: str | None = None
-
-
-class GateSpec(_Strict):
-    """The quality gate a challenger must pass to become champion."""
-
-    metric: str | None = None
-    tolerance: float = Field(0.005, ge=0)
-    min: float | None = None
-    max: float | None = None
-
-
-class ProfileSpec(_Strict):
-    bins: int = Field(10, ge=2)
-    # relative error of the quantiles behind the bin edges; 0 (exact) cost ~28% of a 1M-row training run
-    rel_error: float = Field(0.001, ge=0.0, le=0.1)
-
-
-class PcaSpec(_Strict):
-    k: int = Field(ge=1)
-
-
-class ModelSpec(_Strict):
-    """The validated ``model:`` section of a use case (see the module docstring)."""
-
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
-    estimator: str
-    estimator_params: dict[str, Any] = Field(default_factory=dict)
-    impute: Literal["median", "mean"] = "median"
-    scale: bool = True
-    pca: PcaSpec | None = None
-    threshold: float = Field(0.5, gt=0, lt=1)
-    split: SplitSpec = SplitSpec()
-    search: SearchSpec = SearchSpec()
-    gate: GateSpec = GateSpec()
-    profile: ProfileSpec = ProfileSpec()
-
-    @model_validator(mode="after")
-    def _features(self) -> ModelSpec:
-        if not self.numeric and not self.categorical:
-            raise ValueError("numeric/categorical: at least one feature column is needed")
-        both = sorted(set(self.numeric) & set(self.categorical))
-        if both:
-            raise ValueError(f"columns {both} are listed as both numeric and categorical")
-        if self.estimator not in CLASSIFIERS and self.estimator not in REGRESSORS:
-            raise ValueError(f"estimator: got {self.estimator!r}, expected one of {sorted({**CLASSIFIERS, **REGRESSORS})}")
-        return self
-
-    @property
-    def features(self) -> list[str]:
-        return [*self.numeric, *self.categorical]
-
-
 def model_spec(uc: UseCaseConfig) -> ModelSpec:
-    """Validate ``uc.model`` against the label kind; errors name the key.
+    """The use case's ``model:`` section (parsed and checked against the label kind at load).
 
     Example::
 
         spec = model_spec(load_usecase("fraud"))
         spec.estimator  # 'logistic_regression'
     """
-    try:
-        spec = ModelSpec.model_validate(uc.model)
-    except ValidationError as e:
-        details = "; ".join(
-            f"model.{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
-            for err in e.errors()
-        )
-        raise ModelSpecError(f"usecase {uc.name}: {details}") from e
-    allowed = CLASSIFIERS if uc.label.kind == "binary" else REGRESSORS
-    if spec.estimator not in allowed:
-        raise ModelSpecError(
-            f"usecase {uc.name}: model.estimator: got {spec.estimator!r}, but label.kind is "
-            f"{uc.label.kind!r}: expected one of {sorted(allowed)}"
-        )
-    return spec
+    if uc.model is None:
+        raise ModelSpecError(f"usecase {uc.name}: model: the section is missing; add one to train "
+                             "(see conf/usecases/fraud.yaml)")
+    return uc.model
 
 
 def is_higher_better(metric: str) -> bool:
@@ -224,22 +121,19 @@ def read_training_table(spark: SparkSession, path: str, version: int | None = No
 
     Example::
 
-        df, v = read_training_table(spark, platform.table_path("gold", "fraud_features_offline"))
+        df, v = read_training_table(spark, catalog.path(platform, "features_offline", "fraud"))
     """
     if not path:
-        raise ValueError("path: expected a Delta table path, got an empty string")
-    from delta.tables import DeltaTable
-
-    if not DeltaTable.isDeltaTable(spark, path):
+        raise UsageError("path: expected a Delta table path, got an empty string")
+    if not is_delta_table(spark, path):
         raise TrainingDataError(f"path: {path} is not a Delta table (run the feature job first)")
     if version is None:
-        row = DeltaTable.forPath(spark, path).history(1).select("version").first()
-        if row is None:
+        version = delta_version(spark, path)
+        if version is None:
             raise TrainingDataError(f"path: {path} has no commits")
-        version = int(row["version"])
     if version < 0:
-        raise ValueError(f"version: expected a Delta version >= 0, got {version}")
-    df = spark.read.format("delta").option("versionAsOf", version).load(path)
+        raise UsageError(f"version: expected a Delta version >= 0, got {version}")
+    df = read_delta(spark, path, version)
     return df, version
 
 
@@ -478,7 +372,7 @@ def binary_metrics(scored: DataFrame, label_col: str, threshold: float) -> dict[
         binary_metrics(score_frame(model, test, "binary", keep=["is_fraud"]), "is_fraud", 0.5)
     """
     if not 0 < threshold < 1:
-        raise ValueError(f"threshold: expected a value in (0, 1), got {threshold}")
+        raise UsageError(f"threshold: expected a value in (0, 1), got {threshold}")
     y = F.col(label_col).cast("double")
     pred = (F.col(SCORE_COL) >= F.lit(threshold)).cast("double")
     is_pos, is_pred = y == 1.0, pred == 1.0
@@ -633,7 +527,7 @@ def batch_predictions(
         batch_predictions(model, features, uc, model_name="fraud-model", model_version=3, batch_key="2024-05-01")
     """
     if not batch_key:
-        raise ValueError("batch_key: expected a non-empty partition value, e.g. '2024-05-01'")
+        raise UsageError("batch_key: expected a non-empty partition value, e.g. '2024-05-01'")
     keep = [c for c in (uc.event_id, uc.entity_key, uc.event_time) if c in df.columns]
     scored = score_frame(model, df, uc.label.kind, keep=keep)
     return scored.select(

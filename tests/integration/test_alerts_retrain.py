@@ -9,13 +9,10 @@ alert is skipped."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,24 +21,13 @@ from mlflow import MlflowClient
 from pyspark.sql import SparkSession
 
 from driftline.alerts import evaluate_alerts, monitoring_path, read_windows
-from driftline.config import PROJECT_ROOT, PlatformConfig, UseCaseConfig, load_usecase
-from driftline.io import kafka_watermarks
-from driftline.kafka_io import make_consumer, make_producer
-from driftline.kafka_local import EmbeddedBroker
+from driftline.config import PlatformConfig, UseCaseConfig, load_usecase
+from driftline.kafka.broker import EmbeddedBroker
+from driftline.kafka.clients import make_consumer, make_producer
+from driftline.kafka.spark import kafka_watermarks
+from driftline.pipelines import retrain as pipeline
 from driftline.produce import produce_usecase
 from driftline.registry import CHALLENGER, CHAMPION, alias_version, events_as_dicts, list_versions, model_name
-
-
-def _job(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"driftline_jobs_{name}", PROJECT_ROOT / "jobs" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pipeline = _job("pipeline")
 
 SMALL_MODEL: dict[str, Any] = {
     "estimator": "logistic_regression",
@@ -64,9 +50,9 @@ def small_fraud() -> UseCaseConfig:
     """fraud under a unique name (own topics and tables), a one-point search and more
     frauds, so that a small sample trains in seconds and its test set has both classes."""
     uc = load_usecase("fraud")
-    return uc.model_copy(update={
+    return uc.replace(**{
         "name": f"fraud_{uuid.uuid4().hex[:6]}",
-        "model": {**uc.model, **SMALL_MODEL},
+        "model": {**uc.raw("model"), **SMALL_MODEL},
         "simulator": {**uc.simulator, "fraud_rate": 0.15},
         "drift": {**uc.drift, "alert": {"n": 2, "m": 3, "retrain": True}},
     })

@@ -5,12 +5,9 @@ an independent Delta reader; re-runs must change nothing."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import uuid
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pandas as pd
@@ -19,26 +16,14 @@ import yaml
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
-from driftline.config import PROJECT_ROOT, PlatformConfig, UseCaseConfig, load_usecase
-from driftline.io import Lineage
-from driftline.kafka_io import ensure_topics, make_producer
+from driftline.config import PlatformConfig, UseCaseConfig, load_usecase
+from driftline.kafka.clients import ensure_topics, make_producer
+from driftline.lineage import Lineage
+from driftline.pipelines import build_features, ingest, validate
 from driftline.simulate import make_generator, write_history
 
 N_EVENTS = 150
 N_LABELLED = 120  # labels of the later events have not arrived yet
-
-
-def load_job(name: str) -> ModuleType:
-    """Import jobs/<name>.py as a module (jobs/ is not a package: spark-submit runs the files)."""
-    spec = importlib.util.spec_from_file_location(f"driftline_jobs_{name}", PROJECT_ROOT / "jobs" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ingest, validate, build_features = load_job("ingest"), load_job("validate"), load_job("build_features")
 
 
 def isolated(name: str) -> UseCaseConfig:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from driftline.errors import BrokerError
-from driftline.kafka_local import EmbeddedBroker, find_java, free_port
+from driftline.kafka.broker import EmbeddedBroker, find_java, free_port
 
 
 def _broker(broker: EmbeddedBroker, home: Path, **kw: object) -> EmbeddedBroker:

@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 
 from driftline.config import PlatformConfig
 from driftline.demo import produce_json_events
-from driftline.streaming_io import raw_records, read_kafka_stream, write_delta_stream
+from driftline.kafka.spark import raw_records, read_kafka_stream, write_delta_stream
 
 N = 10_000
 

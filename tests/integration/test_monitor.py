@@ -4,12 +4,10 @@ are detected within two windows, an unchanged stream raises nothing, the stream 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -23,7 +21,7 @@ from scipy.spatial import distance
 
 from driftline import drift
 from driftline.config import PROJECT_ROOT, PlatformConfig, UseCaseConfig, load_usecase
-from driftline.kafka_io import ensure_topics, make_producer
+from driftline.kafka.clients import ensure_topics, make_producer
 from driftline.monitoring import (
     DRIFT_SCHEMA,
     PERFORMANCE_SCHEMA,
@@ -39,6 +37,7 @@ from driftline.monitoring import (
     state_path,
     window_tables,
 )
+from driftline.pipelines import monitor
 from driftline.produce import produce_stream
 from driftline.profile import build_reference_profile
 from driftline.simulate import make_generator
@@ -324,14 +323,6 @@ def test_thirty_windows_of_an_unchanged_stream_flag_nothing(detection: dict[str,
 # --------------------------------------------------------------------------- state, replay, end to end
 
 
-def _load_monitor() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("driftline_streaming_monitor", PROJECT_ROOT / "streaming" / "monitor.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_monitor_stream_end_to_end(spark: SparkSession, reference: dict[str, Any], platform: PlatformConfig,
                                    tmp_path: Path) -> None:
     """Events and labels through the real broker, predictions from a Delta table, three
@@ -359,7 +350,7 @@ def test_monitor_stream_end_to_end(spark: SparkSession, reference: dict[str, Any
             "--set", f"lake_root={platform.lake_root}", "--set", f"checkpoint_root={platform.checkpoint_root}",
             "--set", f"kafka.bootstrap_servers={platform.kafka.bootstrap}", "--set", "spark.shuffle_partitions=2",
             "--set", "spark.ui_enabled=false", "--set", "spark.log_level=ERROR"]
-    assert _load_monitor().main(args) == 0
+    assert monitor.main(args) == 0
 
     paths = output_paths(platform, uc)
     got = {k: spark.read.format("delta").load(p).toPandas() for k, p in paths.items()}

@@ -16,7 +16,7 @@ from confluent_kafka import Message, TopicPartition
 
 from driftline.cli import main
 from driftline.config import LabelSpec, PlatformConfig, UseCaseConfig, load_usecase
-from driftline.kafka_io import ensure_topics, make_consumer, make_producer
+from driftline.kafka.clients import ensure_topics, make_consumer, make_producer
 from driftline.produce import produce_stream, produce_usecase
 from driftline.simulate import make_generator
 
@@ -24,7 +24,7 @@ from driftline.simulate import make_generator
 def _fresh(name: str, **update: object) -> UseCaseConfig:
     """A use case with unique topic names, so tests never see each other's messages."""
     uc = load_usecase(name)
-    return uc.model_copy(update={"name": f"{name}{uuid.uuid4().hex[:8]}", **update})
+    return uc.replace(name=f"{name}{uuid.uuid4().hex[:8]}", **update)
 
 
 def _consume(platform: PlatformConfig, topic: str, expected: int, timeout_s: float = 60.0) -> list[Message]:

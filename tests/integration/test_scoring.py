@@ -26,12 +26,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from driftline.config import PROJECT_ROOT, PlatformConfig, UseCaseConfig, load_usecase
+from driftline.errors import RegistryError
 from driftline.features import feature_spec, point_in_time_features
-from driftline.io import read_kafka_batch
-from driftline.kafka_io import make_consumer
+from driftline.kafka.clients import make_consumer
+from driftline.kafka.spark import raw_records, read_kafka_batch
 from driftline.produce import produce_usecase
 from driftline.quality import classify, event_dataset, good_records
-from driftline.registry import RegistryError, client_for, model_name, promote, register_version, rollback
+from driftline.registry import client_for, model_name, promote, register_version, rollback
 from driftline.scoring import (
     BUCKETS,
     BatchPlan,
@@ -47,7 +48,6 @@ from driftline.scoring import (
     stream_features,
 )
 from driftline.simulate import make_generator
-from driftline.streaming_io import raw_records
 from driftline.tracking import MODEL_ARTIFACT, pip_requirements
 from driftline.training import build_pipeline, model_spec
 
@@ -90,7 +90,7 @@ def scoring_usecase(**updates: Any) -> UseCaseConfig:
     name = f"sc{uuid.uuid4().hex[:8]}"
     sim = {**FRAUD.simulator, "customers": 30, "events_per_hour": 600}
     streaming = {"trigger": "availableNow", "max_offsets_per_trigger": 150, **updates.pop("streaming", {})}
-    return FRAUD.model_copy(update={"name": name, "simulator": sim, "streaming": streaming, **updates})
+    return FRAUD.replace(name=name, simulator=sim, streaming=streaming, **updates)
 
 
 def register_models(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, runs: dict[str, str]) -> None:
@@ -374,7 +374,7 @@ def test_stream_features_over_micro_batches_equal_the_batch_backfill_for_eta(spa
     """The regression use case through the same code: three micro-batches, each seeing
     the earlier ones as recent events, give the point-in-time backfill's values."""
     uc = load_usecase("eta")
-    uc = uc.model_copy(update={"simulator": {**uc.simulator, "restaurants": 20}})
+    uc = uc.replace(simulator={**uc.simulator, "restaurants": 20})
     gen = make_generator(uc, seed=2, start="2024-02-01T00:00:00Z", diurnal=False, chunk_size=450)
     frame = gen.next_chunk().events
     frame = frame[[f.name for f in uc.schema_]]

@@ -4,11 +4,8 @@ for a binary and a regression use case."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import mlflow
@@ -18,12 +15,14 @@ from mlflow import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from driftline.config import PROJECT_ROOT, PlatformConfig, UseCaseConfig, load_usecase
+from driftline.config import PlatformConfig, UseCaseConfig, load_usecase
+from driftline.errors import MissingColumnsError, RegistryError
+from driftline.pipelines import batch_score as score_job
+from driftline.pipelines import train as train_job
 from driftline.registry import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS_TAG,
-    RegistryError,
     alias_version,
     events_as_dicts,
     list_versions,
@@ -32,21 +31,7 @@ from driftline.registry import (
     rollback,
 )
 from driftline.tracking import PROFILE_ARTIFACT, DataRef, git_commit
-from driftline.training import MissingColumnsError, fit, model_spec, prepare, read_training_table, split_dataset
-
-
-def _job(name: str) -> ModuleType:
-    path = PROJECT_ROOT / "jobs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"driftline_jobs_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-train_job = _job("train")
-score_job = _job("batch_score")
+from driftline.training import fit, model_spec, prepare, read_training_table, split_dataset
 
 START = datetime(2024, 1, 1)
 
@@ -54,7 +39,7 @@ START = datetime(2024, 1, 1)
 def small_usecase(name: str, **model: Any) -> UseCaseConfig:
     """The shipped use case with a smaller search, so a run takes seconds."""
     uc = load_usecase(name)
-    return uc.model_copy(update={"model": {**uc.model, **model}})
+    return uc.replace(model={**uc.raw("model"), **model})
 
 
 def gold_rows(uc: UseCaseConfig, n: int, seed: int, shuffle_before: float | None = None) -> list[dict[str, Any]]:

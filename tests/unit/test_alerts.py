@@ -3,12 +3,10 @@ and the query-metrics row built from a streaming progress."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,8 +24,9 @@ from driftline.alerts import (
     fire_points,
 )
 from driftline.cli import main
-from driftline.config import PROJECT_ROOT, UseCaseConfig, load_usecase
+from driftline.config import UseCaseConfig, load_usecase
 from driftline.errors import ConfigError
+from driftline.pipelines import retrain as pipeline
 from driftline.query_metrics import format_table, progress_row
 
 T0 = datetime(2024, 2, 1, tzinfo=UTC)
@@ -101,12 +100,12 @@ def test_alert_json_round_trip_and_malformed_messages() -> None:
 
 def with_alert(section: Any) -> UseCaseConfig:
     uc = load_usecase("fraud")
-    return uc.model_copy(update={"drift": {**uc.drift, "alert": section}})
+    return uc.replace(drift={**uc.raw("drift"), "alert": section})
 
 
 def test_rule_defaults_and_config_errors_name_the_key() -> None:
     base = load_usecase("fraud")
-    plain = base.model_copy(update={"drift": {}})
+    plain = base.replace(drift={})
     assert alert_rule(plain) == AlertRule(n=2, m=3)
     assert alert_rule(plain).cooldown == 3
     assert alert_rule(with_alert({"n": 1, "m": 4, "retrain": False, "cooldown_windows": 0})) == AlertRule(
@@ -168,17 +167,7 @@ def test_format_table() -> None:
     assert format_table(["a", "bb"], [[1234, None], [1.25, "x"]]).splitlines() == ["a      bb", "1,234  -", "1.2    x"]
 
 
-def _pipeline() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("driftline_jobs_pipeline", PROJECT_ROOT / "jobs" / "pipeline.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_pipeline_skips_alerts_already_handled_or_covered() -> None:
-    pipeline = _pipeline()
     alert = build_alerts("fraud", windows("xx"), AlertRule(), created_at=T0)[0]
     mine = pipeline.alert_reason(alert.alert_id)
     assert pipeline.already_handled([], alert) is None
@@ -190,7 +179,6 @@ def test_pipeline_skips_alerts_already_handled_or_covered() -> None:
 
 
 def test_pipeline_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    pipeline = _pipeline()
     for argv, message in (
         (["--usecase", "fraud"], "one of the arguments --once --on-alert is required"),
         (["--usecase", "fraud", "--once", "--on-alert"], "not allowed with argument"),
@@ -220,7 +208,8 @@ def test_cli_on_an_empty_lake_says_so(tmp_path: Path) -> None:
 
 
 def test_cli_alerts_check_names_a_bad_rule_before_starting_spark(tmp_path: Path) -> None:
-    data = with_alert({"n": 5, "m": 3}).model_dump(mode="json", by_alias=True)
+    data = load_usecase("fraud").model_dump(mode="json", by_alias=True, exclude_unset=True)
+    data["drift"]["alert"] = {"n": 5, "m": 3}
     path = tmp_path / "fraud.yaml"
     path.write_text(yaml.safe_dump(data))
     out = CliRunner().invoke(main, ["alerts", "check", "--usecase", str(path)])

@@ -26,7 +26,7 @@ def test_status_of_a_stopped_broker_exits_1(tmp_path: Path) -> None:
 
 
 def test_cluster_ids_never_start_with_a_dash() -> None:
-    from driftline.kafka_local import _cluster_id
+    from driftline.kafka.broker import _cluster_id
 
     ids = [_cluster_id() for _ in range(2000)]
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)

@@ -12,11 +12,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from driftline.config import UseCaseConfig, load_usecase
+from driftline.config.sections import window_seconds
 from driftline.errors import ConfigError
 from driftline.features import (
     feature_spec,
     online_features,
-    parse_duration,
     point_in_time_features,
     streaming_plan,
     streaming_window_features,
@@ -32,7 +32,7 @@ def at(hh: int, mm: int = 0, ss: int = 0, day: int = 1) -> dt.datetime:
 
 
 def usecase(features: dict[str, Any]) -> UseCaseConfig:
-    return UseCaseConfig.model_validate({
+    return UseCaseConfig.parse({
         "name": "t", "entity_key": "user", "event_id": "id", "event_time": "ts",
         "schema": [
             {"name": "id", "type": "string", "required": True},
@@ -73,9 +73,9 @@ def features_of(df: DataFrame, *cols: str) -> DataFrame:
 
 
 def test_parse_duration() -> None:
-    assert [parse_duration(s) for s in ("30s", "10m", "1h", "24h", "7d")] == [30, 600, 3600, 86400, 604800]
+    assert [window_seconds(s) for s in ("30s", "10m", "1h", "24h", "7d")] == [30, 600, 3600, 86400, 604800]
     with pytest.raises(ValueError, match="window: expected a positive duration"):
-        parse_duration("1w")
+        window_seconds("1w")
 
 
 def test_count_sum_mean_std_distinct_over_strictly_earlier_events(spark: SparkSession, events: DataFrame) -> None:

@@ -9,10 +9,10 @@ import pytest
 from pyspark.sql import SparkSession
 
 from driftline.config import UseCaseConfig, load_usecase
+from driftline.config.sections import GateSpec
+from driftline.errors import ModelSpecError
 from driftline.registry import format_versions, gate_decision
 from driftline.training import (
-    GateSpec,
-    ModelSpecError,
     SearchSpec,
     SplitSpec,
     build_pipeline,
@@ -27,7 +27,7 @@ from driftline.training import (
 
 def _uc(name: str, **model: Any) -> UseCaseConfig:
     uc = load_usecase(name)
-    return uc.model_copy(update={"model": model})
+    return uc.replace(model=model)
 
 
 def test_shipped_use_cases_have_valid_model_sections() -> None:

@@ -27,8 +27,8 @@ def test_shipped_usecases_parse(name: str) -> None:
     ("routing", {"share": 1.5}, "routing.share"),
 ])
 def test_bad_settings_name_the_key(section: str, value: dict[str, object], key: str) -> None:
-    uc = FRAUD.model_copy(update={section: value})
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        uc = FRAUD.replace(**{section: value})
         (streaming_spec if section == "streaming" else routing_spec)(uc)
 
 

@@ -12,12 +12,11 @@ import pandas as pd
 import pytest
 
 from driftline.config import FieldSpec, UseCaseConfig, load_usecase
-from driftline.errors import DriftlineError
+from driftline.errors import DriftlineError, SimulationError
 from driftline.simulate import (
     MALFORMED_KINDS,
     Chunk,
     EventGenerator,
-    SimulationError,
     encode_json_lines,
     make_generator,
     parse_duration,

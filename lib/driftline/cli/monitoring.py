@@ -12,16 +12,12 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
+from driftline.cli.context import Context, pass_ctx
 from driftline.config import load_usecase
-
-if TYPE_CHECKING:
-    from driftline.cli import Context
-
-pass_ctx = click.pass_obj  # driftline.cli.Context; importing driftline.cli here would be circular
 
 
 def _jsonable(rows: list[dict[str, Any]]) -> str:

@@ -1,8 +1,8 @@
-"""Platform and use-case configuration, validated when it is loaded.
+"""The platform configuration: storage, Kafka, MLflow, Spark (``conf/platform.yaml``).
 
 Three layers, later ones winning:
 
-1. ``conf/platform.yaml`` (and ``conf/usecases/<name>.yaml``),
+1. ``conf/platform.yaml``,
 2. environment variables ``DRIFTLINE_<SECTION>__<KEY>=value`` (double underscore
    between levels, e.g. ``DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=broker:9092``),
 3. ``--set section.key=value`` overrides from the command line.
@@ -12,26 +12,40 @@ Every error names the key, the value and what was expected::
     >>> load_platform(overrides=["kafka.embedded.port=abc"])
     Traceback (most recent call last):
     ConfigError: .../platform.yaml: kafka.embedded.port: got 'abc', expected: Input should be a valid integer, ...
+
+The few ``DRIFTLINE_*`` variables that are not settings are listed in :data:`ENVIRONMENT`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError
 
+from driftline.config.base import Strict, config_hash, section_error
 from driftline.errors import ConfigError
 
 ENV_PREFIX = "DRIFTLINE_"
 # The project checkout; spark-submit.sh sets DRIFTLINE_HOME because the library may
 # then be imported from a zip elsewhere.
-PROJECT_ROOT = Path(os.environ.get("DRIFTLINE_HOME") or Path(__file__).resolve().parents[2])
+PROJECT_ROOT = Path(os.environ.get("DRIFTLINE_HOME") or Path(__file__).resolve().parents[3])
+
+# Every DRIFTLINE_* environment variable that is not a DRIFTLINE_<SECTION>__<KEY> setting,
+# with what reads it. The Kafka credentials' names are themselves settings
+# (kafka.security.sasl_username_env / sasl_password_env); these are their defaults.
+ENVIRONMENT: dict[str, str] = {
+    "DRIFTLINE_CONF_DIR": "where platform.yaml and usecases/ live (default <project>/conf)",
+    "DRIFTLINE_HOME": "the project checkout, set by spark-submit.sh when lib/ ships as a zip",
+    "DRIFTLINE_JARS_DIR": "where bin/fetch-jars puts the resolved JVM artefacts",
+    "DRIFTLINE_USECASE": "the use case the notebooks show",
+    "DRIFTLINE_KAFKA_USERNAME": "SASL user (kafka.security.sasl_username_env)",
+    "DRIFTLINE_KAFKA_PASSWORD": "SASL password (kafka.security.sasl_password_env)",
+    "DRIFTLINE_FAULT_PAUSE_AFTER_WRITE": "test hook: the scoring query pauses after this batch id's write",
+}
 
 
 def default_conf_dir() -> Path:
@@ -39,11 +53,7 @@ def default_conf_dir() -> Path:
     return Path(os.environ.get("DRIFTLINE_CONF_DIR", PROJECT_ROOT / "conf"))
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EmbeddedKafka(_Strict):
+class EmbeddedKafka(Strict):
     """The broker ``driftline kafka start`` runs when no bootstrap servers are given."""
 
     port: int = Field(9092, ge=1, le=65535)
@@ -54,7 +64,7 @@ class EmbeddedKafka(_Strict):
     start_timeout_s: float = Field(60.0, gt=0)
 
 
-class KafkaSecurity(_Strict):
+class KafkaSecurity(Strict):
     """Passed through to every Kafka client. Secrets come only from the environment."""
 
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -77,7 +87,7 @@ class KafkaSecurity(_Strict):
         return user, SecretStr(password)
 
 
-class KafkaConfig(_Strict):
+class KafkaConfig(Strict):
     bootstrap_servers: str | None = None
     embedded: EmbeddedKafka = EmbeddedKafka()
     security: KafkaSecurity = KafkaSecurity()
@@ -129,7 +139,7 @@ class KafkaConfig(_Strict):
         return opts
 
 
-class MlflowConfig(_Strict):
+class MlflowConfig(Strict):
     tracking_uri: str | None = None
     home: str = ".driftline/mlflow"
 
@@ -141,7 +151,7 @@ class MlflowConfig(_Strict):
         return f"sqlite:///{db}"
 
 
-class SparkConfig(_Strict):
+class SparkConfig(Strict):
     app_name: str = "driftline"
     master: str | None = None
     shuffle_partitions: int = Field(4, ge=1)
@@ -151,7 +161,7 @@ class SparkConfig(_Strict):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
-class PlatformConfig(_Strict):
+class PlatformConfig(Strict):
     """Everything shared by all use cases: storage, Kafka, MLflow, Spark."""
 
     base_dir: str = "."
@@ -180,76 +190,6 @@ class PlatformConfig(_Strict):
         return config_hash(self.model_dump(mode="json"))
 
 
-class FieldSpec(_Strict):
-    """One column of a use case's event schema."""
-
-    name: str
-    type: Literal["string", "int", "long", "double", "boolean", "timestamp"]
-    required: bool = False
-    min: float | None = None
-    max: float | None = None
-    allowed: list[str] | None = None
-    max_length: int | None = Field(None, ge=1)
-
-
-class LabelSpec(_Strict):
-    field: str
-    kind: Literal["binary", "regression"]
-    delay_s: float = Field(300.0, ge=0)
-
-
-class UseCaseConfig(_Strict):
-    """One use case: its events, label and the settings every stage reads.
-
-    The sections owned by later stages (validation, features, model, drift,
-    routing, simulator) are mappings here and are validated by the module that
-    owns them, so that each stage can evolve its own schema.
-    """
-
-    name: str
-    entity_key: str
-    event_id: str
-    event_time: str
-    schema_: list[FieldSpec] = Field(alias="schema", min_length=1)
-    label: LabelSpec
-    simulator: dict[str, Any] = Field(default_factory=dict)
-    validation: dict[str, Any] = Field(default_factory=dict)
-    features: dict[str, Any] = Field(default_factory=dict)
-    model: dict[str, Any] = Field(default_factory=dict)
-    drift: dict[str, Any] = Field(default_factory=dict)
-    routing: dict[str, Any] = Field(default_factory=dict)
-    streaming: dict[str, Any] = Field(default_factory=dict)
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("schema_")
-    @classmethod
-    def _unique_names(cls, fields: list[FieldSpec]) -> list[FieldSpec]:
-        names = [f.name for f in fields]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate field names {dupes}")
-        return fields
-
-    def topic(self, kind: Literal["events", "labels", "predictions", "alerts", "dlq"]) -> str:
-        return f"{self.name}.{kind}"
-
-    def field(self, name: str) -> FieldSpec:
-        for f in self.schema_:
-            if f.name == name:
-                return f
-        raise KeyError(name)
-
-    def digest(self) -> str:
-        return config_hash(self.model_dump(mode="json", by_alias=True))
-
-
-def config_hash(data: Mapping[str, Any]) -> str:
-    """A short, order-independent SHA-256 of a JSON-able mapping."""
-    blob = json.dumps(data, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -275,16 +215,22 @@ def _set_path(data: dict[str, Any], dotted: str, raw: str, source: str) -> None:
     node[keys[-1]] = yaml.safe_load(raw) if raw != "" else None
 
 
+def _secret_names(data: Mapping[str, Any]) -> set[str]:
+    """The environment variables the YAML names as holding Kafka credentials."""
+    kafka = data.get("kafka")
+    security = kafka.get("security") if isinstance(kafka, Mapping) else None
+    if not isinstance(security, Mapping):
+        return set()
+    return {str(security[k]) for k in ("sasl_username_env", "sasl_password_env") if security.get(k)}
+
+
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
-    # not platform settings: where things are, the notebook's use case, a test hook
-    reserved = {"DRIFTLINE_CONF_DIR", "DRIFTLINE_JARS_DIR", "DRIFTLINE_HOME", "DRIFTLINE_USECASE",
-                "DRIFTLINE_FAULT_PAUSE_AFTER_WRITE"}
+    not_settings = set(ENVIRONMENT) | _secret_names(data)
     for name, raw in sorted(env.items()):
-        if not name.startswith(ENV_PREFIX) or name in reserved:
+        # secrets are read where they are used, never merged into the config
+        if not name.startswith(ENV_PREFIX) or name in not_settings:
             continue
         rest = name[len(ENV_PREFIX):]
-        if rest.startswith("KAFKA_USERNAME") or rest.startswith("KAFKA_PASSWORD"):
-            continue  # secrets, read where they are used, never merged into config
         dotted = ".".join(part.lower() for part in rest.split("__"))
         _set_path(data, dotted, raw, f"environment variable {name}")
 
@@ -295,19 +241,6 @@ def _apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> None:
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. kafka.embedded.port=19092")
         _set_path(data, key.strip(), raw.strip(), f"--set {item!r}")
-
-
-def _format_errors(source: str, err: ValidationError, data: Mapping[str, Any]) -> ConfigError:
-    lines = []
-    for e in err.errors():
-        loc = ".".join("schema" if p == "schema_" else str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown key (value {e['input']!r}); check the spelling")
-        elif e["type"] == "missing":
-            lines.append(f"{loc}: required key is missing")
-        else:
-            lines.append(f"{loc}: got {e['input']!r}, expected: {e['msg']}")
-    return ConfigError(f"{source}: " + "; ".join(lines))
 
 
 def load_platform(
@@ -330,28 +263,4 @@ def load_platform(
     try:
         return PlatformConfig.model_validate(data)
     except ValidationError as e:
-        raise _format_errors(str(path), e, data) from e
-
-
-def load_usecase(name_or_path: str | Path, conf_dir: str | Path | None = None) -> UseCaseConfig:
-    """Load ``conf/usecases/<name>.yaml`` (or a path to a YAML file).
-
-    Example::
-
-        uc = load_usecase("fraud")
-        uc.topic("events")  # 'fraud.events'
-    """
-    candidate = Path(name_or_path)
-    if candidate.suffix in {".yaml", ".yml"}:
-        path = candidate
-    else:
-        usecases = Path(conf_dir or default_conf_dir()) / "usecases"
-        path = usecases / f"{name_or_path}.yaml"
-        if not path.exists():
-            known = sorted(p.stem for p in usecases.glob("*.yaml"))
-            raise ConfigError(f"usecase: {str(name_or_path)!r} is not defined: expected one of {known}")
-    data = _read_yaml(path)
-    try:
-        return UseCaseConfig.model_validate(data)
-    except ValidationError as e:
-        raise _format_errors(str(path), e, data) from e
+        raise section_error(str(path), e) from e

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from driftline.config import load_platform, load_usecase
-from driftline.io import Lineage, offsets_json, table_input
+from driftline.kafka.spark import offsets_json
+from driftline.lineage import Lineage, table_input
 
 
 def test_offsets_json() -> None:
@@ -35,7 +36,7 @@ def test_lineage_round_trips_and_compares_inputs_extra_and_config() -> None:
                                                         [table_input("/lake/bronze/x", 4)], {"k": 1}))
     assert not lineage.same_computation(Lineage.for_job("validate", platform, usecase, "run-2",
                                                         [table_input("/lake/bronze/x", 3)], {"k": 2}))
-    other = usecase.model_copy(update={"validation": {"max_quarantine_rate": 0.5}})
+    other = usecase.replace(validation={"max_quarantine_rate": 0.5})
     assert not lineage.same_computation(Lineage.for_job("validate", platform, other, "run-2",
                                                         [table_input("/lake/bronze/x", 3)], {"k": 1}))
     assert not lineage.same_computation(None)

@@ -2,8 +2,6 @@
 
     driftline simulate history --usecase fraud --days 30 --out data/fraud-history
     driftline produce --usecase fraud --rate 5000 --duration 60s --scenario covariate_shift@30s:factor=3
-
-Registered on the ``driftline`` group at the end of :mod:`driftline.cli`.
 """
 
 from __future__ import annotations
@@ -12,20 +10,13 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from driftline.simulate import SimulationError, parse_duration, parse_scenario, scenario_help
-
-if TYPE_CHECKING:
-    from driftline.cli import Context
-
-# The group callback stores a driftline.cli.Context in ctx.obj. ``click.pass_obj`` hands it
-# over without importing driftline.cli here: under ``python -m driftline.cli`` that module
-# runs as __main__, and importing it again would create a second Context class that
-# click.make_pass_decorator(Context) could not find.
-pass_ctx = click.pass_obj
+from driftline.cli.context import Context, pass_ctx
+from driftline.errors import SimulationError
+from driftline.simulate import parse_duration, parse_scenario, scenario_help
 
 SPEC_HELP = """\b
 Scenario specs (--scenario, repeatable):
@@ -243,3 +234,6 @@ def produce(
     _echo_truth(result.ground_truth)
     if not result.ok:
         sys.exit(1)
+
+
+COMMANDS = (simulate, produce)

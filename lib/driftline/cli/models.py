@@ -19,15 +19,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from driftline.cli.context import Context, pass_ctx
 from driftline.config import load_usecase
 
-if TYPE_CHECKING:  # driftline.cli imports this module; the context object is its Context
+if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-
-    from driftline.cli import Context
-
-# click.pass_obj, not driftline.cli.pass_ctx: importing driftline.cli here would be circular
-pass_ctx = click.pass_obj
 
 
 def _spark(ctx: Context) -> SparkSession:

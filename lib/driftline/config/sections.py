@@ -1,0 +1,324 @@
+"""The typed sections of a use case, each parsed once when the use case is loaded.
+
+One class per YAML section (and sub-section); the modules that use a section
+import its type from here and never parse YAML themselves. Checks that need
+more than one section (a feature naming a field of the schema, an estimator
+fitting the label kind) live in :mod:`driftline.config.checks`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from driftline.config.base import Strict
+from driftline.config.durations import parse_duration, whole_seconds
+
+# --------------------------------------------------------------------------- features:
+
+AggFn = Literal["count", "sum", "mean", "std", "distinct_count"]
+
+
+def window_seconds(text: str) -> int:
+    """Seconds in a feature window like ``30s``, ``10m``, ``1h``, ``24h``, ``7d``.
+
+    Example::
+
+        window_seconds("10m")  # 600
+    """
+    try:
+        value = parse_duration(text) if isinstance(text, str) and text.strip()[-1:].isalpha() else None
+    except ValueError:
+        value = None
+    if value is None or value <= 0 or value != int(value):
+        raise ValueError(f"window: expected a positive duration like 30s, 10m, 1h, 7d; got {text!r}")
+    return int(value)
+
+
+class Aggregate(Strict):
+    """An aggregate of one entity's past events (or arrived labels) over a trailing window."""
+
+    name: str = Field(min_length=1)
+    fn: AggFn
+    window: str
+    column: str | None = None
+    source: Literal["events", "labels"] = "events"
+
+    @property
+    def window_s(self) -> int:
+        return window_seconds(self.window)
+
+
+class Ratio(Strict):
+    name: str = Field(min_length=1)
+    numerator: str
+    denominator: str
+
+
+class TimeOfDay(Strict):
+    """Hour of the event time (session time zone) and a 0/1 night flag."""
+
+    hour: str | None = None
+    is_night: str | None = None
+    night_start: int = Field(22, ge=0, le=23)
+    night_end: int = Field(6, ge=0, le=23)
+
+
+class FeatureDefinitions(Strict):
+    """The ``features:`` section."""
+
+    entity: str | None = None
+    aggregates: list[Aggregate] = Field(default_factory=list)
+    ratios: list[Ratio] = Field(default_factory=list)
+    time_of_day: TimeOfDay = TimeOfDay()
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+
+    def time_features(self) -> list[str]:
+        return [n for n in (self.time_of_day.hour, self.time_of_day.is_night) if n]
+
+    def columns(self) -> list[str]:
+        """Feature column names in output order: numeric, categorical, time of day, aggregates, ratios."""
+        return [*self.numeric, *self.categorical, *self.time_features(), *(a.name for a in self.aggregates),
+                *(r.name for r in self.ratios)]
+
+
+# --------------------------------------------------------------------------- validation:
+
+
+class Limits(Strict):
+    """Upper limits on a run's quality metrics; None means no limit."""
+
+    max_quarantine_rate: float | None = Field(None, ge=0, le=1)
+    max_duplicate_rate: float | None = Field(None, ge=0, le=1)
+    max_missing_rate: dict[str, float] = Field(default_factory=dict)
+
+
+class DatasetLimits(Limits):
+    """Error limits, plus ``warn:`` limits that only log."""
+
+    warn: Limits = Limits()
+
+
+class LabelValidation(DatasetLimits):
+    time_field: str = "label_time"
+
+
+class ValidationSpec(DatasetLimits):
+    """The ``validation:`` section."""
+
+    labels: LabelValidation = LabelValidation()
+
+    def event_limits(self) -> DatasetLimits:
+        return DatasetLimits.model_validate(self.model_dump(exclude={"labels"}))
+
+    def label_limits(self) -> DatasetLimits:
+        return DatasetLimits.model_validate(self.labels.model_dump(exclude={"time_field"}))
+
+
+# --------------------------------------------------------------------------- model:
+
+CLASSIFIER_NAMES = ("logistic_regression", "random_forest", "gbt")
+REGRESSOR_NAMES = ("linear_regression", "gbt_regressor")
+
+
+class SplitSpec(Strict):
+    """How rows are split into train / validation / test."""
+
+    method: Literal["time", "random"] = "time"
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 42
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f <= 0 for f in v) or not math.isclose(sum(v), 1.0, abs_tol=1e-6):
+            raise ValueError(f"expected three positive fractions summing to 1, got {list(v)}")
+        return v
+
+
+class SearchSpec(Strict):
+    """Hyper-parameter search: a grid or ``n`` seeded random samples of ``params``."""
+
+    method: Literal["grid", "random"] = "grid"
+    n: int = Field(4, ge=1)
+    params: dict[str, list[Any] | dict[str, Any]] = Field(default_factory=dict)
+    validation: Literal["train_validation_split", "cross_validation"] = "train_validation_split"
+    folds: int = Field(3, ge=2)
+    parallelism: int = Field(1, ge=1)
+    metric: str | None = None
+
+
+class GateSpec(Strict):
+    """The quality gate a challenger must pass to become champion."""
+
+    metric: str | None = None
+    tolerance: float = Field(0.005, ge=0)
+    min: float | None = None
+    max: float | None = None
+
+
+class ProfileSpec(Strict):
+    bins: int = Field(10, ge=2)
+    # relative error of the quantiles behind the bin edges; 0 (exact) cost ~28% of a 1M-row training run
+    rel_error: float = Field(0.001, ge=0.0, le=0.1)
+
+
+class PcaSpec(Strict):
+    k: int = Field(ge=1)
+
+
+class ModelSpec(Strict):
+    """The ``model:`` section (see :mod:`driftline.training`)."""
+
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    estimator: str
+    estimator_params: dict[str, Any] = Field(default_factory=dict)
+    impute: Literal["median", "mean"] = "median"
+    scale: bool = True
+    pca: PcaSpec | None = None
+    threshold: float = Field(0.5, gt=0, lt=1)
+    split: SplitSpec = SplitSpec()
+    search: SearchSpec = SearchSpec()
+    gate: GateSpec = GateSpec()
+    profile: ProfileSpec = ProfileSpec()
+
+    @model_validator(mode="after")
+    def _features(self) -> ModelSpec:
+        if not self.numeric and not self.categorical:
+            raise ValueError("numeric/categorical: at least one feature column is needed")
+        both = sorted(set(self.numeric) & set(self.categorical))
+        if both:
+            raise ValueError(f"columns {both} are listed as both numeric and categorical")
+        known = sorted({*CLASSIFIER_NAMES, *REGRESSOR_NAMES})
+        if self.estimator not in known:
+            raise ValueError(f"estimator: got {self.estimator!r}, expected one of {known}")
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+# --------------------------------------------------------------------------- drift:
+
+Source = Literal["drift", "quality", "performance"]
+SOURCES: tuple[Source, ...] = ("drift", "quality", "performance")
+
+
+class Thresholds(Strict):
+    """Effect-size thresholds of one kind of feature (a statistic reaching it may be drifted)."""
+
+    psi: float = Field(0.2, gt=0)
+    js: float = Field(0.1, gt=0, le=1)
+    wasserstein: float = Field(0.1, gt=0)
+    unseen_share: float = Field(0.01, gt=0, le=1)
+
+
+class QualitySpec(Strict):
+    """Input and output limits per window; a rate above its limit is ``breached``."""
+
+    missing_margin: float = Field(0.05, ge=0, le=1)   # above the reference's own missing rate
+    max_missing_rate: dict[str, float] = Field(default_factory=dict)  # absolute, per column
+    max_quarantine_rate: float = Field(0.05, ge=0, le=1)
+    max_null_prediction_rate: float = Field(0.0, ge=0, le=1)
+    max_positive_rate: float | None = Field(None, ge=0, le=1)
+
+
+class Bound(Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class PerformanceSpec(Strict):
+    """Online performance once labels arrive: thresholds, minimum labels, join horizon."""
+
+    min_labels: int = Field(200, ge=1)
+    min_positives: int = Field(10, ge=1)
+    score_bins: int = Field(1000, ge=10)
+    max_label_delay: str = "1h"
+    thresholds: dict[str, Bound] = Field(default_factory=dict)
+
+
+class AlertRule(Strict):
+    """``drift.alert``: alert when ``n`` of the last ``m`` windows are bad."""
+
+    n: int = Field(2, ge=1, description="bad windows needed among the last m")
+    m: int = Field(3, ge=1, description="how many of the latest windows to look at")
+    retrain: bool = Field(True, description="ask jobs/pipeline.py --on-alert to retrain")
+    cooldown_windows: int | None = Field(None, ge=0, description="windows after an alert without a new one [m]")
+    sources: tuple[Source, ...] = Field(SOURCES, min_length=1, description="monitoring tables that count")
+
+    @model_validator(mode="after")
+    def _n_at_most_m(self) -> AlertRule:
+        if self.n > self.m:
+            raise ValueError(f"n ({self.n}) must not exceed m ({self.m})")
+        return self
+
+    @property
+    def cooldown(self) -> int:
+        return self.m if self.cooldown_windows is None else self.cooldown_windows
+
+    def describe(self) -> dict[str, Any]:
+        return {"n": self.n, "m": self.m, "cooldown_windows": self.cooldown, "retrain": self.retrain,
+                "sources": list(self.sources)}
+
+
+class DriftSpec(Strict):
+    """The ``drift:`` section (see conf/usecases/fraud.yaml)."""
+
+    window: str = "1m"
+    lateness: str = "2m"
+    min_samples: int = Field(500, ge=1)
+    alpha: float = Field(0.01, gt=0, lt=1)
+    features: list[str] | None = None
+    numeric: Thresholds = Thresholds()
+    categorical: Thresholds = Thresholds()
+    prediction: Thresholds = Thresholds()
+    quality: QualitySpec = QualitySpec()
+    performance: PerformanceSpec = PerformanceSpec()
+    alert: AlertRule = AlertRule()
+
+    @property
+    def window_s(self) -> int:
+        return whole_seconds(self.window, key="drift.window")
+
+    @property
+    def lateness_s(self) -> int:
+        return whole_seconds(self.lateness, key="drift.lateness", allow_zero=True)
+
+    @property
+    def label_delay_s(self) -> int:
+        return whole_seconds(self.performance.max_label_delay, key="drift.performance.max_label_delay")
+
+
+# --------------------------------------------------------------------------- streaming:, routing:
+
+
+class StreamingSpec(Strict):
+    """The ``streaming:`` section: the online scoring query."""
+
+    trigger: str = "5 seconds"
+    dedupe_window: str = "10 minutes"
+    max_offsets_per_trigger: int | None = Field(100_000, ge=1)
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    stream_window_max: str = "1h"
+    publish: bool = True
+
+    @property
+    def dedupe_window_s(self) -> int:
+        return whole_seconds(self.dedupe_window, key="streaming.dedupe_window", words=True)
+
+    @property
+    def stream_window_max_s(self) -> int:
+        return whole_seconds(self.stream_window_max, key="streaming.stream_window_max", words=True)
+
+
+class RoutingSpec(Strict):
+    """How the challenger takes part: not at all, in shadow, or serving a canary share."""
+
+    mode: Literal["champion", "shadow", "canary"] = "shadow"
+    share: float = Field(0.05, ge=0.0, le=1.0)

@@ -1,0 +1,71 @@
+"""Monitor a use case's stream per event-time window against the champion's reference profile.
+
+Three streaming queries, each with its checkpoint under ``monitor/<uc>/<source>``:
+
+  events       <uc>.events (Kafka)       -> feature drift (PSI, Jensen-Shannon, Wasserstein,
+                                             chi-square), volume, missing and quarantine rates
+  predictions  predictions/<uc> (Delta)  -> prediction drift, null predictions, score range,
+                                             positive rate (served rows)
+  performance  predictions + <uc>.labels -> ROC AUC, precision, recall (or RMSE, MAE)
+
+into monitoring/<uc>_drift, monitoring/<uc>_quality and monitoring/<uc>_performance.
+Window, lateness, thresholds and the Benjamini-Hochberg level come from the
+``drift:`` section of conf/usecases/<uc>.yaml. A window is written once the
+event time passes its end by ``drift.lateness``; a replay rewrites the same rows.
+
+    ./spark-submit.sh streaming/monitor.py --usecase fraud                        # all there is, then stop
+    ./spark-submit.sh streaming/monitor.py --usecase fraud --trigger '30 seconds' # until stopped
+    ./spark-submit.sh streaming/monitor.py --usecase fraud --sources events --profile ref.json
+
+Exit codes: 0 done, 2 bad arguments, configuration or missing input (no champion, no predictions table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from driftline.errors import UsageError
+from driftline.jobs import JobContext, entry_point
+from driftline.monitoring import SOURCES, await_all, load_reference_profile, start_monitor
+from driftline.query_metrics import attach_query_metrics
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trigger", default="availableNow",
+                        help="availableNow (default: all that is there, then stop), once, or an interval "
+                             "such as '30 seconds' (runs until stopped)")
+    parser.add_argument("--sources", default=",".join(SOURCES),
+                        help=f"comma-separated subset of {','.join(SOURCES)} (default: all)")
+    parser.add_argument("--profile", help="reference profile JSON to use instead of the champion's (MLflow)")
+    parser.add_argument("--alias", default="champion", help="registry alias whose profile is the reference")
+    parser.add_argument("--starting-offsets", default="earliest", help="earliest (default) or latest, for Kafka")
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    args.sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    unknown = sorted(set(args.sources) - set(SOURCES))
+    if unknown or not args.sources:
+        parser.error(f"--sources: got {','.join(args.sources)!r}, expected a comma-separated subset of "
+                     f"{','.join(SOURCES)}")
+
+
+def _run(ctx: JobContext) -> None:
+    a, uc = ctx.args, ctx.uc
+    try:
+        profile = (json.loads(Path(a.profile).read_text()) if a.profile
+                   else load_reference_profile(ctx.platform, uc, a.alias))
+    except OSError as e:
+        raise UsageError(f"--profile: cannot read {a.profile}: {e}") from e
+    listener = attach_query_metrics(ctx.spark, ctx.platform)
+    try:
+        queries = start_monitor(ctx.spark, ctx.platform, uc, profile, spec=uc.drift, trigger=a.trigger,
+                                sources=a.sources, starting_offsets=a.starting_offsets)
+        await_all(queries)
+    finally:
+        listener.close()
+    print(f"monitor: {uc.name}: {', '.join(a.sources)} -> monitoring/{uc.name}_drift, _quality, _performance")
+
+
+main = entry_point("monitor", __doc__, run=_run, arguments=_arguments, check=_check)

@@ -1,0 +1,139 @@
+"""Train a use case's model on the offline features, log it to MLflow, register it
+as challenger and run the quality gate.
+
+    ./spark-submit.sh jobs/train.py --usecase fraud
+    ./spark-submit.sh jobs/train.py --usecase eta --data-version 12
+    ./spark-submit.sh jobs/train.py --usecase fraud --no-gate
+
+Reads ``gold/<uc>_features_offline`` pinned at a Delta version (default: the
+latest, recorded in the run), splits it per ``model.split``, searches
+``model.search`` with pyspark.ml.tuning, evaluates on the held-out test set and
+logs params, lineage, search results, metrics, ``reference_profile.json`` and the
+Spark model. The model is registered as ``<uc>-model`` with alias
+``challenger``; the gate re-scores the champion on the same test set and
+promotes the challenger only if it is at least as good (``model.gate``).
+Every registry change is audited in ``audit/<uc>_model_events``.
+
+Exit codes: 0 trained (whether or not the gate promoted), 2 bad arguments,
+configuration or missing input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+from pyspark.sql import SparkSession
+
+from driftline import catalog
+from driftline.config import PlatformConfig, UseCaseConfig
+from driftline.jobs import JobContext, entry_point
+from driftline.profile import build_reference_profile
+from driftline.registry import GateDecision, gate_and_promote, register_version
+from driftline.tracking import DataRef, configure_mlflow, experiment_for, log_training_run
+from driftline.training import (
+    check_columns,
+    fit,
+    model_spec,
+    prepare,
+    read_training_table,
+    score_frame,
+    split_dataset,
+)
+
+log = logging.getLogger("driftline.jobs.train")
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What one training run produced."""
+
+    run_id: str
+    version: int
+    data: DataRef
+    metrics: dict[str, float]
+    search_results: list[dict[str, Any]]
+    gate: GateDecision | None
+
+    @property
+    def verdict(self) -> str:
+        return "not gated" if self.gate is None else ("promoted to champion" if self.gate.passed else "gate refused")
+
+
+def features_table(platform: PlatformConfig, usecase: UseCaseConfig) -> str:
+    return catalog.path(platform, "features_offline", usecase)
+
+
+def run(
+    spark: SparkSession,
+    platform: PlatformConfig,
+    usecase: UseCaseConfig,
+    *,
+    table: str | None = None,
+    data_version: int | None = None,
+    gate: bool = True,
+    run_name: str | None = None,
+) -> TrainOutcome:
+    """Train, log, register as challenger and (unless ``gate=False``) gate.
+
+    Example::
+
+        out = run(spark, platform, load_usecase("fraud"))
+        out.version, out.metrics["roc_auc"], out.gate.passed
+    """
+    spec = model_spec(usecase)
+    path = table or features_table(platform, usecase)
+    raw, version = read_training_table(spark, path, data_version)
+    check_columns(raw, usecase, spec)
+    data = DataRef(path, version)
+    # every step below reads the same small pinned snapshot: read it once
+    prepared = prepare(raw, usecase, spec).cache()
+    try:
+        splits = split_dataset(prepared, usecase, spec.split)
+        result = fit(splits, usecase, spec)
+        log.info("%s: test metrics %s", usecase.name, result.metrics)
+        scores = score_frame(result.model, splits.test, usecase.label.kind)
+        profile = build_reference_profile(
+            splits.train, spec.numeric, spec.categorical, scores=scores, score_kind=usecase.label.kind,
+            bins=spec.profile.bins, rel_error=spec.profile.rel_error,
+        )
+        example = splits.train.select(*spec.features).limit(5).toPandas()
+
+        configure_mlflow(platform)
+        with mlflow.start_run(experiment_id=experiment_for(platform, usecase),
+                              run_name=run_name or f"{usecase.name}-{spec.estimator}") as active:
+            log_training_run(result, spec=spec, uc=usecase, platform=platform, data=data,
+                             spark_version=spark.version, profile=profile, input_example=example)
+            run_id = active.info.run_id
+        model_version = register_version(spark, platform, usecase, run_id, metrics=result.metrics)
+        decision = None
+        if gate:
+            decision = gate_and_promote(spark, platform, usecase, model_version, splits.test, spec, result.metrics)
+    finally:
+        prepared.unpersist()
+    return TrainOutcome(run_id=run_id, version=model_version, data=data, metrics=result.metrics,
+                        search_results=result.search_results, gate=decision)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--table", help="Delta table to train on (default gold/<uc>_features_offline)")
+    parser.add_argument("--data-version", type=int, help="Delta version to pin (default: the latest)")
+    parser.add_argument("--no-gate", action="store_true", help="register as challenger only, do not gate")
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.data_version is not None and args.data_version < 0:
+        parser.error("--data-version: expected a Delta version >= 0")
+
+
+def _run(ctx: JobContext) -> None:
+    a = ctx.args
+    out = run(ctx.spark, ctx.platform, ctx.uc, table=a.table, data_version=a.data_version, gate=not a.no_gate)
+    log.info("train %s: run %s, version %d (%s), data %s@v%d, metrics %s", ctx.uc.name, out.run_id, out.version,
+             out.verdict, out.data.path, out.data.version, out.metrics)
+
+
+main = entry_point("train", __doc__, run=_run, arguments=_arguments, check=_check)
