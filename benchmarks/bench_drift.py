@@ -91,7 +91,7 @@ def usecase() -> UseCaseConfig:
     schema = ([{"name": "event_id", "type": "string", "required": True},
                {"name": "event_time", "type": "timestamp", "required": True}]
               + [{"name": c, "type": "double"} for c in NUMERIC] + [{"name": c, "type": "string"} for c in CATEGORICAL])
-    return UseCaseConfig.model_validate({
+    return UseCaseConfig.parse({
         "name": "bench", "entity_key": "event_id", "event_id": "event_id", "event_time": "event_time",
         "schema": schema, "label": {"field": "y", "kind": "binary"},
         "drift": {"window": "1h", "lateness": "0s", "min_samples": 100},

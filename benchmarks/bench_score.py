@@ -143,9 +143,8 @@ def bench_usecase(name: str, events_per_hour: int, customers: int, max_offsets: 
                   mode: str = "champion") -> UseCaseConfig:
     fraud = load_usecase("fraud")
     sim = {**fraud.simulator, "events_per_hour": events_per_hour, "customers": customers}
-    streaming = {**fraud.streaming, "max_offsets_per_trigger": max_offsets, "publish": True}
-    return fraud.model_copy(update={"name": name, "simulator": sim, "streaming": streaming,
-                                    "routing": {"mode": mode, "share": 0.05}})
+    streaming = {**fraud.raw("streaming"), "max_offsets_per_trigger": max_offsets, "publish": True}
+    return fraud.replace(name=name, simulator=sim, streaming=streaming, routing={"mode": mode, "share": 0.05})
 
 
 def training_frame(spark: Any, uc: UseCaseConfig, n: int, seed: int) -> Any:
@@ -558,14 +557,14 @@ def run_python(platform: PlatformConfig, uc: UseCaseConfig, model: Any, expected
     from driftline.features import feature_spec
     from driftline.kafka.clients import ensure_topics, make_consumer, make_producer
     from driftline.registry import model_name
-    from driftline.scoring import _seconds, split_aggregates, streaming_spec
+    from driftline.scoring import split_aggregates, streaming_spec
     from driftline.training import model_spec
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stream = streaming_spec(uc)
     spec = feature_spec(uc)
-    window_max_s = _seconds(stream.stream_window_max)
-    dedupe_ms = _seconds(stream.dedupe_window) * 1000
+    window_max_s = stream.stream_window_max_s
+    dedupe_ms = stream.dedupe_window_s * 1000
     stream_spec, table_names = split_aggregates(spec, window_max_s)
     stream_aggs = list(stream_spec.aggregates)
     fns = {a.name: a.fn for a in spec.aggregates}

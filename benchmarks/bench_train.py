@@ -19,7 +19,7 @@ train + validation parts; its final model is refitted on exactly these), scored 
 most recent 15% (the job's test set). Measured, in one process, one Spark session
 (local[2] by default, driver memory 6g), in this order per repeat:
 
-(a) train job   ``jobs/train.py`` ``run()`` as a user runs it, with the search narrowed
+(a) train job   ``driftline.pipelines.train.run()`` as a user runs it, with the search narrowed
                 to the single candidate: pinned Delta read, time split, preprocessing
                 fit, TrainValidationSplit (fits the candidate on a random ~82% of
                 train+validation, scores it on the rest, then refits it on all of
@@ -67,7 +67,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -77,7 +76,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from driftline.config import PROJECT_ROOT, PlatformConfig, UseCaseConfig, load_platform, load_usecase
-from driftline.training import ModelSpec, build_pipeline, model_spec
+from driftline.config.sections import ModelSpec
+from driftline.pipelines import train as train_pipeline
+from driftline.training import build_pipeline, model_spec
 
 log = logging.getLogger("benchmarks.bench_train")
 
@@ -110,8 +111,9 @@ def bench_usecase(search: dict[str, Any] | None = None) -> UseCaseConfig:
     uc = load_usecase("fraud")
     if search is None:
         return uc
-    model = {**uc.model, "search": {**uc.model["search"], "params": search}}
-    return uc.model_copy(update={"model": model})
+    model = uc.raw("model")
+    model["search"] = {**model.get("search", {}), "params": search}
+    return uc.replace(model=model)
 
 
 def single_candidate_usecase() -> UseCaseConfig:
@@ -203,18 +205,7 @@ def time_cut(spark: SparkSession, path: str, uc: UseCaseConfig, spec: ModelSpec)
 # --------------------------------------------------------------------------- (a) the train job
 
 
-def _load_train_job() -> ModuleType:
-    path = PROJECT_ROOT / "jobs" / "train.py"
-    module_spec = importlib.util.spec_from_file_location("driftline_jobs_train", path)
-    if module_spec is None or module_spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_spec.name] = module
-    module_spec.loader.exec_module(module)
-    return module
-
-
-TRAIN_JOB = _load_train_job()
+TRAIN_JOB = train_pipeline
 JOB_STEPS = ("split_dataset", "fit", "build_reference_profile", "log_training_run", "register_version",
              "gate_and_promote")
 STEP_NAMES = {"split_dataset": "time split (Delta read, cache fill, exact quantiles)",
@@ -236,7 +227,7 @@ def _timed(name: str, fn: Callable[..., Any], sink: dict[str, float]) -> Callabl
 
 
 def bench_job(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig) -> dict[str, Any]:
-    """``jobs/train.py`` ``run()`` with wall time per step (the step functions are wrapped, not changed)."""
+    """``driftline.pipelines.train.run()`` with wall time per step (the step functions are wrapped, not changed)."""
     steps: dict[str, float] = {}
     originals = {name: getattr(TRAIN_JOB, name) for name in JOB_STEPS}
     for name, fn in originals.items():

@@ -198,5 +198,5 @@ def test_windows_combine_drift_quality_and_performance_rows(
     assert windows[1].reasons[0].value == pytest.approx(0.55) and windows[1].reasons[0].threshold == 0.7
     alerts = evaluate_alerts(spark, platform, uc, dry_run=True)
     assert [(a.window_end, a.bad_windows) for a in alerts] == [(w(1)[1], 2)]
-    only_drift = uc.model_copy(update={"drift": {"alert": {"sources": ["drift"]}}})
+    only_drift = uc.replace(drift={"alert": {"sources": ["drift"]}})
     assert evaluate_alerts(spark, platform, only_drift, dry_run=True) == []
