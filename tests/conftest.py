@@ -53,14 +53,25 @@ def base_platform(session_dir: Path) -> PlatformConfig:
     )
 
 
+def uncatalogued_tables(lake: Path) -> list[str]:
+    """Delta tables under ``lake`` that the catalog does not name (every table must be in it)."""
+    from driftline.catalog import identify
+
+    found = [log.parent for log in lake.glob("*/*/_delta_log")] if lake.is_dir() else []
+    return sorted(f"{t.parent.name}/{t.name}" for t in found if identify(t.parent.name, t.name) is None)
+
+
 @pytest.fixture()
-def platform(base_platform: PlatformConfig, broker: EmbeddedBroker, tmp_path: Path) -> PlatformConfig:
-    """Per-test platform config: a fresh lake and checkpoints, the session's broker."""
+def platform(base_platform: PlatformConfig, broker: EmbeddedBroker, tmp_path: Path) -> Iterator[PlatformConfig]:
+    """Per-test platform config: a fresh lake and checkpoints, the session's broker. After the
+    test, every Delta table the platform wrote into the lake must be one the catalog names."""
     data = base_platform.model_dump(mode="json")
     data["lake_root"] = str(tmp_path / "lake")
     data["checkpoint_root"] = str(tmp_path / "checkpoints")
     data["kafka"]["bootstrap_servers"] = broker.bootstrap
-    return PlatformConfig.model_validate(data)
+    yield PlatformConfig.model_validate(data)
+    unknown = uncatalogued_tables(tmp_path / "lake")
+    assert not unknown, f"tables written outside the catalog (driftline.catalog.TABLES): {unknown}"
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +99,9 @@ def topic(broker: EmbeddedBroker) -> str:
 
 
 @pytest.fixture()
-def mlflow_platform(base_platform: PlatformConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformConfig:
+def mlflow_platform(
+    base_platform: PlatformConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PlatformConfig]:
     """Per-test platform for model tests: a fresh lake and its own MLflow store
     (``sqlite:///<tmp_path>/mlflow.db``, artifacts under ``<tmp_path>/mlflow``); no broker."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -97,4 +110,6 @@ def mlflow_platform(base_platform: PlatformConfig, tmp_path: Path, monkeypatch: 
     data["lake_root"] = str(tmp_path / "lake")
     data["checkpoint_root"] = str(tmp_path / "checkpoints")
     data["mlflow"] = {"tracking_uri": uri, "home": str(tmp_path / "mlflow")}
-    return PlatformConfig.model_validate(data)
+    yield PlatformConfig.model_validate(data)
+    unknown = uncatalogued_tables(tmp_path / "lake")
+    assert not unknown, f"tables written outside the catalog (driftline.catalog.TABLES): {unknown}"

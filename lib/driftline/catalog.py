@@ -16,6 +16,8 @@ Topics are ``<uc>.events``, ``<uc>.labels``, ``<uc>.predictions``, ``<uc>.alerts
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -327,3 +329,26 @@ def checkpoint(platform: PlatformConfig, key: str, uc: UseCaseConfig | str | Non
 def usecase_tables(uc: str) -> list[tuple[str, str]]:
     """(layer, name) of every table of use case ``uc`` plus the shared ones, in catalog order."""
     return [(t.layer, t.table_name(uc)) for t in TABLES.values() if t.per_usecase or t.key == "queries"]
+
+
+def identify(layer: str, name: str, usecases: Sequence[str] | None = None) -> tuple[str, str | None] | None:
+    """Which catalog entry (and use case) ``<layer>/<name>`` is, or None when it is not catalogued.
+    With ``usecases`` None any use-case name matches.
+
+    Example::
+
+        identify("gold", "fraud_features_online", ["fraud"])  # ('features_online', 'fraud')
+    """
+    # the most specific name first: "{uc}_batch" before "{uc}"
+    for t in sorted(TABLES.values(), key=lambda t: -len(t.name)):
+        if t.layer != layer:
+            continue
+        if not t.per_usecase:
+            if t.name == name:
+                return t.key, None
+            continue
+        pattern = re.escape(t.name).replace(re.escape("{uc}"), "(?P<uc>[A-Za-z0-9_.-]+?)")
+        match = re.fullmatch(pattern, name)
+        if match and (usecases is None or match["uc"] in usecases):
+            return t.key, match["uc"]
+    return None

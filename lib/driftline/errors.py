@@ -8,9 +8,9 @@ callers that catch the builtin keep working::
 
     DriftlineError
     ├── ConfigError (ValueError)          a configuration value is wrong
-    │   └── ModelSpecError                the ``model:`` section is wrong
+    │   ├── ModelSpecError                the ``model:`` section is wrong
+    │   └── SimulationError               a scenario or simulator option is wrong
     ├── UsageError (ValueError)           a library function got a bad argument
-    ├── SimulationError (ValueError)      a scenario or simulator option is wrong
     ├── TrainingDataError (ValueError)    the training data is unusable
     │   └── MissingColumnsError           ... because it lacks columns
     ├── BrokerError (RuntimeError)        the Kafka broker is unreachable or failed
@@ -43,7 +43,7 @@ class UsageError(DriftlineError, ValueError):
     """A library function was called with a bad argument (an empty path, an unknown mode, ...)."""
 
 
-class SimulationError(DriftlineError, ValueError):
+class SimulationError(ConfigError):
     """A scenario spec, simulator option or generator argument is invalid."""
 
 

@@ -62,6 +62,7 @@ from driftline.config.sections import (
     CLASSIFIER_NAMES,
     REGRESSOR_NAMES,
     ModelSpec,
+    RangeSpec,
     SearchSpec,
     SplitSpec,
 )
@@ -262,13 +263,17 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def sample_values(name: str, domain: list[Any] | Mapping[str, Any], n: int, rng: np.random.Generator) -> list[Any]:
+def sample_values(
+    name: str, domain: list[Any] | Mapping[str, Any] | RangeSpec, n: int, rng: np.random.Generator
+) -> list[Any]:
     """``n`` seeded samples of one parameter: uniform over a list of values, or over a
     ``{min, max, log}`` range (integers if both bounds are integers).
 
         >>> sample_values("maxDepth", {"min": 2, "max": 5}, 3, np.random.default_rng(0))
         [5, 4, 4]
     """
+    if isinstance(domain, RangeSpec):
+        domain = domain.model_dump()
     if isinstance(domain, list):
         if not domain:
             raise ModelSpecError(f"model.search.params.{name}: empty list of values")

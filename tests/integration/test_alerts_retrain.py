@@ -54,7 +54,7 @@ def small_fraud() -> UseCaseConfig:
         "name": f"fraud_{uuid.uuid4().hex[:6]}",
         "model": {**uc.raw("model"), **SMALL_MODEL},
         "simulator": {**uc.simulator, "fraud_rate": 0.15},
-        "drift": {**uc.drift, "alert": {"n": 2, "m": 3, "retrain": True}},
+        "drift": {**uc.raw("drift"), "alert": {"n": 2, "m": 3, "retrain": True}},
     })
 
 

@@ -49,3 +49,11 @@ def test_unreachable_broker_is_a_broker_error() -> None:
 def test_no_names_is_a_value_error(platform: PlatformConfig) -> None:
     with pytest.raises(ValueError, match="at least one topic name"):
         ensure_topics(platform.kafka, [])
+
+
+def test_a_refused_topic_names_the_broker_error(platform: PlatformConfig) -> None:
+    kafka = platform.kafka.model_copy(update={"replication_factor": 3})  # one broker only
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    with pytest.raises(BrokerError, match=rf"creating topic '{name}' failed: InvalidReplicationFactorError"):
+        ensure_topics(kafka, [name])
+    assert topic_partitions(platform.kafka, [name]) == {}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,90 @@ def test_usecase_errors_name_the_key(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"schema\.0\.type: got 'str'"):
         load_usecase(path)
+
+
+# --------------------------------------------------------------------------- one typed home per key
+
+
+def _mappings(data: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The dotted path of every mapping (section and sub-section) in a parsed YAML document."""
+    found = [path] if isinstance(data, dict) else []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            found += _mappings(value, (*path, str(key)))
+    return found
+
+
+@pytest.mark.parametrize("name", ["fraud", "eta"])
+def test_a_bad_key_in_any_usecase_section_fails_at_load_naming_it(name: str, tmp_path: Path) -> None:
+    import yaml
+
+    from driftline.config import PROJECT_ROOT
+
+    raw = yaml.safe_load((PROJECT_ROOT / "conf" / "usecases" / f"{name}.yaml").read_text())
+    sections = [p for p in _mappings(raw) if p]
+    # every section a use case can have is exercised, the simulator's options included
+    assert {p[0] for p in sections} >= {"label", "validation", "features", "simulator", "model", "drift", "streaming",
+                                        "routing"}
+    # mappings whose keys are names of the user's data: fields, metrics, estimator parameters
+    named = {("validation", "max_missing_rate"), ("validation", "warn", "max_missing_rate"),
+             ("drift", "quality", "max_missing_rate"), ("drift", "performance", "thresholds"),
+             ("model", "estimator_params"), ("model", "search", "params")}
+    for section in [(), *sections]:
+        if section in named and section[-1] in ("estimator_params", "params"):
+            continue  # estimator parameter names are checked against the estimator when it is built
+        bad = yaml.safe_load(yaml.safe_dump(raw))
+        node = bad
+        for key in section:
+            node = node[key]
+        node["zz_typo"] = {} if section == ("drift", "performance", "thresholds") else 1
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(bad))
+        dotted = ".".join([*section, "zz_typo"])
+        if section in named:
+            message = re.escape(".".join(section)) + r": unknown (fields|metrics) \['zz_typo'\]"
+        else:
+            message = re.escape(dotted) + ": unknown (key|option)"
+        with pytest.raises(ConfigError, match=message):
+            load_usecase(path)
+
+
+def test_a_bad_key_in_any_platform_section_fails_at_load_naming_it() -> None:
+    from driftline.config import PlatformConfig
+
+    def sections(model: type, prefix: str = "") -> list[str]:
+        out = [prefix]
+        for field_name, info in model.model_fields.items():
+            sub = info.annotation
+            if isinstance(sub, type) and hasattr(sub, "model_fields"):
+                out += sections(sub, f"{prefix}{field_name}.")
+        return out
+
+    found = sections(PlatformConfig)
+    assert {"kafka.", "kafka.embedded.", "kafka.security.", "mlflow.", "spark."} <= set(found)
+    for prefix in found:
+        with pytest.raises(ConfigError, match=re.escape(f"{prefix}zz_typo") + ": unknown key"):
+            load_platform(env={}, overrides=[f"{prefix}zz_typo=1"])
+        env_name = "DRIFTLINE_" + "__".join(p.upper() for p in f"{prefix}zz_typo".split("."))
+        with pytest.raises(ConfigError, match=re.escape(f"{prefix}zz_typo") + ": unknown key"):
+            load_platform(env={env_name: "1"})
+
+
+def test_every_driftline_environment_variable_has_one_typed_home() -> None:
+    """Each DRIFTLINE_* name the project reads or documents is either a setting
+    (DRIFTLINE_<SECTION>__<KEY>, loaded into the typed platform config) or listed in ENVIRONMENT."""
+    from driftline.config import ENVIRONMENT, PROJECT_ROOT
+
+    files = [*PROJECT_ROOT.glob("lib/driftline/**/*.py"), *PROJECT_ROOT.glob("bin/*"), PROJECT_ROOT / "Makefile",
+             PROJECT_ROOT / "spark-submit.sh", PROJECT_ROOT / "docker-compose.yml", PROJECT_ROOT / "README.md",
+             *PROJECT_ROOT.glob("conf/**/*.yaml"), *PROJECT_ROOT.glob("notebooks/*.ipynb")]
+    names = set()
+    for f in files:
+        names |= set(re.findall(r"\bDRIFTLINE_[A-Z][A-Z0-9_]*[A-Z0-9]\b", f.read_text(errors="ignore")))
+    assert names, "the scan found nothing: it proves nothing"
+    for name in sorted(names):
+        if name in ENVIRONMENT:
+            continue
+        # a setting: loads into a typed key (an unknown one would fail, naming it)
+        value = "x" if name.endswith(("_SERVERS", "_URI", "_ROOT", "_HOME")) else "1"
+        load_platform(env={name: value})

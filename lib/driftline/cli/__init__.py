@@ -39,6 +39,8 @@ def main(ctx: click.Context, conf: str | None, overrides: tuple[str, ...], verbo
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("driftline").setLevel(min(level, logging.INFO))
+    # kafka-python (topic administration) logs every connection retry; driftline reports the outcome
+    logging.getLogger("kafka").setLevel(logging.CRITICAL if verbose == 0 else logging.WARNING if verbose == 1 else level)
     ctx.obj = Context(conf, overrides)
 
 

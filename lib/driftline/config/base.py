@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,8 +25,21 @@ def config_hash(data: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+_UNION_TAG = re.compile(r"^[A-Z][A-Za-z0-9]+$|[\[(]")
+_TYPE_ERRORS = {"list_type", "dict_type", "model_type", "model_attributes_type"}
+
+
 def _location(loc: tuple[Any, ...]) -> str:
-    return ".".join("schema" if p == "schema_" else str(p) for p in loc)
+    # pydantic names the member of a union it tried ("list[any]", "RangeSpec"): not a key of the YAML
+    parts = [p for p in loc if not (isinstance(p, str) and _UNION_TAG.search(p))]
+    return ".".join("schema" if p == "schema_" else str(p) for p in parts)
+
+
+def _union_losers(errors: list[Any]) -> set[int]:
+    """Errors of a union member whose type did not match, when another member got further."""
+    locs = [_location(e["loc"]) for e in errors]
+    return {i for i, e in enumerate(errors) if e["type"] in _TYPE_ERRORS and len(e["loc"]) != len(locs[i].split("."))
+            and any(j != i and (locs[j] == locs[i] or locs[j].startswith(locs[i] + ".")) for j in range(len(errors)))}
 
 
 def describe_errors(err: ValidationError, prefix: str = "") -> list[str]:
@@ -36,7 +50,11 @@ def describe_errors(err: ValidationError, prefix: str = "") -> list[str]:
         describe_errors(e, "drift.alert")  # ["drift.alert.m: got 0, expected: Input should be ..."]
     """
     lines = []
-    for e in err.errors():
+    errors = err.errors()
+    losers = _union_losers(errors)
+    for i, e in enumerate(errors):
+        if i in losers:
+            continue
         key = ".".join(p for p in (prefix, _location(e["loc"])) if p)
         kind = e["type"]
         if kind == "extra_forbidden":

@@ -120,13 +120,27 @@ def check_model(uc: UseCaseConfig) -> None:
         )
 
 
+# the metrics the monitor computes per window, by label kind (drift.performance.thresholds)
+PERFORMANCE_METRICS = {"binary": ("roc_auc", "precision", "recall"), "regression": ("rmse", "mae")}
+
+
 def check_drift(uc: UseCaseConfig) -> None:
-    """Durations of the ``drift:`` section."""
+    """Durations, threshold metric names and per-column limits of the ``drift:`` section."""
     try:
         for key in ("window_s", "lateness_s", "label_delay_s"):
             getattr(uc.drift, key)
     except ConfigError as e:
         raise ConfigError(f"usecase {uc.name}: {e}") from e
+    metrics = PERFORMANCE_METRICS[uc.label.kind]
+    unknown = sorted(set(uc.drift.performance.thresholds) - set(metrics))
+    if unknown:
+        raise ConfigError(f"usecase {uc.name}: drift.performance.thresholds: unknown metrics {unknown}; "
+                          f"expected some of {list(metrics)} for a {uc.label.kind} label")
+    names = [f.name for f in uc.schema_]
+    unknown = sorted(set(uc.drift.quality.max_missing_rate) - set(names))
+    if unknown:
+        raise ConfigError(f"usecase {uc.name}: drift.quality.max_missing_rate: unknown fields {unknown}; "
+                          f"expected some of {names}")
 
 
 def check_streaming(uc: UseCaseConfig) -> None:

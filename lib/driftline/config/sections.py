@@ -139,12 +139,20 @@ class SplitSpec(Strict):
         return v
 
 
+class RangeSpec(Strict):
+    """A random-search range of one parameter: uniform (or log-uniform) from ``min`` to ``max``."""
+
+    min: int | float
+    max: int | float
+    log: bool = False
+
+
 class SearchSpec(Strict):
     """Hyper-parameter search: a grid or ``n`` seeded random samples of ``params``."""
 
     method: Literal["grid", "random"] = "grid"
     n: int = Field(4, ge=1)
-    params: dict[str, list[Any] | dict[str, Any]] = Field(default_factory=dict)
+    params: dict[str, list[Any] | RangeSpec] = Field(default_factory=dict)
     validation: Literal["train_validation_split", "cross_validation"] = "train_validation_split"
     folds: int = Field(3, ge=2)
     parallelism: int = Field(1, ge=1)

@@ -94,7 +94,7 @@ def topic_admin(kafka: KafkaConfig, timeout_s: float = 30.0) -> Iterator[KafkaAd
             **admin_options(kafka, bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms)
         )
     except KafkaError as e:
-        raise BrokerError(f"cannot reach Kafka at {kafka.bootstrap}: {e!r}") from e
+        raise BrokerError(f"cannot reach Kafka at {kafka.bootstrap}: {e}") from e
     try:
         yield admin
     finally:
@@ -122,7 +122,7 @@ def ensure_topics(
         try:
             existing = set(admin.list_topics())
         except KafkaError as e:
-            raise BrokerError(f"cannot reach Kafka at {kafka.bootstrap}: {e!r}") from e
+            raise BrokerError(f"cannot reach Kafka at {kafka.bootstrap}: {e}") from e
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if not missing:
             return []
@@ -132,17 +132,17 @@ def ensure_topics(
                 {n: dict(spec) for n in missing}, timeout_ms=timeout_ms, raise_errors=False
             )
         except KafkaError as e:
-            raise BrokerError(f"creating topics {', '.join(missing)} on {kafka.bootstrap} failed: {e!r}") from e
+            raise BrokerError(f"creating topics {', '.join(missing)} on {kafka.bootstrap} failed: {e}") from e
         errors = {t["name"]: t for t in response["topics"] if t["error_code"] != 0}
         for name, t in errors.items():
             error = for_code(t["error_code"])
             if error is not TopicAlreadyExistsError:
-                detail = t.get("error_message") or error.__name__
-                raise BrokerError(f"creating topic {name!r} failed: {error.__name__}: {detail}")
+                detail = f": {t['error_message']}" if t.get("error_message") else ""
+                raise BrokerError(f"creating topic {name!r} failed: {error.__name__}{detail}")
         try:
             admin.wait_for_topics(missing, timeout_ms=timeout_ms)
         except KafkaError as e:
-            raise BrokerError(f"topics {', '.join(missing)} on {kafka.bootstrap} did not become ready: {e!r}") from e
+            raise BrokerError(f"topics {', '.join(missing)} on {kafka.bootstrap} did not become ready: {e}") from e
     return [n for n in missing if n not in errors]
 
 
@@ -160,7 +160,7 @@ def topic_partitions(kafka: KafkaConfig, names: Iterable[str], timeout_s: float 
         try:
             described = admin.describe_topics(names)
         except KafkaError as e:
-            raise BrokerError(f"describing topics on {kafka.bootstrap} failed: {e!r}") from e
+            raise BrokerError(f"describing topics on {kafka.bootstrap} failed: {e}") from e
     counts: dict[str, int] = {}
     for t in described:
         error = for_code(t["error_code"])
