@@ -204,7 +204,13 @@ AUDIT_COLUMNS = tuple(AUDIT_SCHEMA.fieldNames())
 # --------------------------------------------------------------------------- tables
 
 MONITOR_SOURCES = ("events", "predictions", "performance")
-TOPICS = ("events", "labels", "predictions", "alerts", "dlq")
+TOPICS: dict[str, str] = {
+    "events": "JSON events, keyed by entity (producers: the simulator or yours)",
+    "labels": "JSON labels `{<event_id>, <label field>, label_time}`, arriving later",
+    "predictions": "served predictions, keyed by event id (at least once)",
+    "alerts": "drift alerts of the N-of-M rule, keyed by alert id",
+    "dlq": "bad events with reason, topic, partition and offset",
+}
 
 
 @dataclass(frozen=True)
@@ -252,7 +258,7 @@ TABLES: dict[str, Table] = _tables(
           keys=SOURCE_KEYS, writer="pipelines.validate"),
     Table("quarantine_events_stream", "quarantine", "{uc}_events_stream",
           "bad events seen by the scoring query, with source coordinates", keys=SOURCE_KEYS,
-          writer="streaming.score"),
+          writer="pipelines.score"),
     Table("silver_events", "silver", "{uc}_events", "typed, valid, deduplicated events",
           keys=("<event_id>",), writer="pipelines.validate"),
     Table("silver_labels", "silver", "{uc}_labels", "typed, valid labels with their arrival time",
@@ -263,22 +269,22 @@ TABLES: dict[str, Table] = _tables(
     Table("features_online", "gold", "{uc}_features_online", "latest aggregate values per entity (MERGE)",
           keys=("<entity>",), writer="pipelines.build_features"),
     Table("features_stream", "gold", "{uc}_features_stream", "recent stream events the scoring query keeps",
-          keys=("<event_id>",), writer="streaming.score"),
+          keys=("<event_id>",), writer="pipelines.score"),
     Table("predictions", "predictions", "{uc}", "online predictions, exactly once per batch id",
-          PREDICTION_SCHEMA, ("event_id", "route"), writer="streaming.score"),
+          PREDICTION_SCHEMA, ("event_id", "route"), writer="pipelines.score"),
     Table("predictions_batch", "predictions", "{uc}_batch", "batch predictions by batch date",
           keys=("<event_id>", "batch_date"), partition_by=("batch_date",), writer="pipelines.batch_score"),
     Table("validation", "monitoring", "{uc}_validation", "one quality report per validate run and dataset",
           REPORT_SCHEMA, ("run_id", "dataset"), writer="pipelines.validate"),
     Table("drift", "monitoring", "{uc}_drift", "drift statistics per window and feature", DRIFT_SCHEMA,
-          ("window_start", "kind", "feature", "statistic"), writer="streaming.monitor"),
+          ("window_start", "kind", "feature", "statistic"), writer="pipelines.monitor"),
     Table("quality", "monitoring", "{uc}_quality", "input and output quality per window", QUALITY_SCHEMA,
-          ("window_start", "metric", "column"), writer="streaming.monitor"),
+          ("window_start", "metric", "column"), writer="pipelines.monitor"),
     Table("performance", "monitoring", "{uc}_performance", "online performance per window once labels arrive",
-          PERFORMANCE_SCHEMA, ("window_start", "metric"), writer="streaming.monitor"),
+          PERFORMANCE_SCHEMA, ("window_start", "metric"), writer="pipelines.monitor"),
     *(Table(f"monitor_state_{source}", "monitoring", f"{{uc}}_monitor_state_{source}",
             f"open windows' partial counts of the {source} monitor", STATE_SCHEMA,
-            ("window_start", "window_end", "kind", "feature", "bucket", "batch_id"), writer="streaming.monitor")
+            ("window_start", "window_end", "kind", "feature", "bucket", "batch_id"), writer="pipelines.monitor")
       for source in MONITOR_SOURCES),
     Table("alerts", "monitoring", "{uc}_alerts", "alerts raised by the N-of-M rule", ALERTS_SCHEMA,
           ("alert_id",), writer="alerts"),
@@ -352,3 +358,26 @@ def identify(layer: str, name: str, usecases: Sequence[str] | None = None) -> tu
         if match and (usecases is None or match["uc"] in usecases):
             return t.key, match["uc"]
     return None
+
+
+def markdown() -> str:
+    """The catalog as Markdown tables (tables, checkpoints, topics), as docs/architecture.md shows it.
+
+    Example::
+
+        print(markdown())   # python -m driftline.catalog
+    """
+    rows = ["| key | location | what it holds | keys | written by |", "|---|---|---|---|---|"]
+    for t in TABLES.values():
+        keys = ", ".join(f"`{k}`" for k in t.keys) or "-"
+        rows.append(f"| `{t.key}` | `{t.layer}/{t.name.format(uc='<uc>')}` | {t.description} | {keys} | `{t.writer}` |")
+    rows += ["", "| checkpoint | location |", "|---|---|"]
+    rows += [f"| `{k}` | `<checkpoint_root>/{v.format(uc='<uc>', source='<source>', topic='<topic>')}` |"
+             for k, v in CHECKPOINTS.items()]
+    rows += ["", "| topic | what it carries |", "|---|---|"]
+    rows += [f"| `<uc>.{k}` | {TOPICS[k]} |" for k in TOPICS]
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -61,3 +61,11 @@ def test_identify_maps_a_location_back_to_its_entry() -> None:
     assert catalog.identify("gold", "fraud_scratch", ["fraud"]) is None
     assert catalog.identify("predictions", "sc12ab_batch") == ("predictions_batch", "sc12ab")
     assert catalog.identify("monitoring", "x_monitor_state_events") == ("monitor_state_events", "x")
+
+
+def test_the_architecture_page_shows_the_catalog_as_it_is() -> None:
+    from driftline.config import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "docs" / "architecture.md").read_text()
+    shown = text.split("<!-- catalog:begin -->\n", 1)[1].split("<!-- catalog:end -->", 1)[0]
+    assert shown == catalog.markdown(), "docs/architecture.md is stale: paste `python -m driftline.catalog` in"
