@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 from driftline.config import PlatformConfig, UseCaseConfig, load_usecase
 from driftline.kafka.clients import ensure_topics, make_producer
 from driftline.lineage import Lineage
+from driftline.jobs import EXIT_QUALITY
 from driftline.pipelines import build_features, ingest, validate
 from driftline.simulate import make_generator, write_history
 
@@ -116,7 +117,7 @@ def test_kafka_to_gold_exact_idempotent_with_lineage(
     assert offline[uc.label.field].notna().all()
     online = table(platform, "gold", f"{uc.name}_features_online")
     assert sorted(online[uc.entity_key]) == sorted({e[uc.entity_key] for e in good})
-    first_count = next(a for a in load_usecase(name).features["aggregates"] if a["fn"] == "count")["name"]
+    first_count = next(a for a in load_usecase(name).features.aggregates if a.fn == "count").name
     assert (offline[first_count] >= 0).all() and online[first_count].sum() > 0
 
     # ---- lineage: each output names the input versions it read and the config hash
@@ -184,7 +185,7 @@ def _stricter_limit_fails_the_job(platform: PlatformConfig, uc: UseCaseConfig, t
     args = ["--usecase", str(strict_yaml), "--set", f"lake_root={platform.lake_root}",
             "--set", f"kafka.bootstrap_servers={platform.kafka.bootstrap}", "--set", "spark.shuffle_partitions=2",
             "--set", "spark.log_level=ERROR", "--set", "spark.ui_enabled=false"]
-    assert validate.main(args) == validate.EXIT_QUALITY
+    assert validate.main(args) == EXIT_QUALITY
     assert version_of(platform, "silver", f"{uc.name}_events") == silver
     quality = table(platform, "monitoring", f"{uc.name}_validation")
     failed = quality[quality["status"] == "error"]

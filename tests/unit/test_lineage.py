@@ -1,4 +1,4 @@
-"""The Spark-free parts of driftline.io: offset ranges and commit lineage."""
+"""Commit lineage (driftline.lineage) and Kafka offset ranges (driftline.kafka.spark), without Spark."""
 
 from __future__ import annotations
 

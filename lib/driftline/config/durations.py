@@ -29,7 +29,7 @@ def parse_duration(text: str | float | int, *, words: bool = False) -> float:
     """
     if isinstance(text, int | float) and not isinstance(text, bool):
         if text < 0 or not math.isfinite(text):
-            raise ValueError(f"duration: expected a non-negative number of seconds, got {text!r}")
+            raise ConfigError(f"duration: expected a non-negative number of seconds, got {text!r}")
         return float(text)
     raw = str(text).strip().lower().replace("_", "")
     match = (_SPACED if words else _COMPACT).fullmatch(raw)
@@ -38,7 +38,7 @@ def parse_duration(text: str | float | int, *, words: bool = False) -> float:
         unit = WORDS.get(unit, unit)
     if match is None or unit not in UNITS:
         expected = "e.g. 250ms, 30s, 5m, 1.5h, 2d" + (" or '10 seconds'" if words else "")
-        raise ValueError(f"duration: got {text!r}, expected {expected}")
+        raise ConfigError(f"duration: got {text!r}, expected {expected}")
     return float(match["num"]) * UNITS[unit]
 
 

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from driftline.config.base import Strict
 from driftline.config.durations import parse_duration, whole_seconds
+from driftline.errors import ConfigError
 
 # --------------------------------------------------------------------------- features:
 
@@ -33,7 +34,7 @@ def window_seconds(text: str) -> int:
     except ValueError:
         value = None
     if value is None or value <= 0 or value != int(value):
-        raise ValueError(f"window: expected a positive duration like 30s, 10m, 1h, 7d; got {text!r}")
+        raise ConfigError(f"window: expected a positive duration like 30s, 10m, 1h, 7d; got {text!r}")
     return int(value)
 
 

@@ -28,7 +28,7 @@ from driftline.config.sections import (
     StreamingSpec,
     ValidationSpec,
 )
-from driftline.errors import ConfigError, ModelSpecError
+from driftline.errors import ConfigError, ModelSpecError, UsageError
 
 FieldType = Literal["string", "int", "long", "double", "boolean", "timestamp"]
 TopicKind = Literal["events", "labels", "predictions", "alerts", "dlq"]
@@ -113,7 +113,7 @@ class UseCaseConfig(Strict):
             return value.model_dump(exclude_unset=True)
         if isinstance(value, dict):
             return dict(value)
-        raise ValueError(f"section: {section!r} is not a mapping section")
+        raise UsageError(f"section: {section!r} is not a mapping section")
 
     def replace(self, **sections: Any) -> UseCaseConfig:
         """A copy with whole sections (or top-level keys) replaced, validated and checked again.

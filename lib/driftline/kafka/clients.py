@@ -29,7 +29,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 from driftline.config import KafkaConfig
-from driftline.errors import BrokerError
+from driftline.errors import BrokerError, UsageError
 
 ADMIN_CLIENT_ID = "driftline-admin"
 
@@ -116,7 +116,7 @@ def ensure_topics(
     """
     names = list(names)
     if not names:
-        raise ValueError("names: expected at least one topic name")
+        raise UsageError("names: expected at least one topic name")
     timeout_ms = int(timeout_s * 1000)
     with topic_admin(kafka, timeout_s) as admin:
         try:
@@ -155,7 +155,7 @@ def topic_partitions(kafka: KafkaConfig, names: Iterable[str], timeout_s: float 
     """
     names = list(names)
     if not names:
-        raise ValueError("names: expected at least one topic name")
+        raise UsageError("names: expected at least one topic name")
     with topic_admin(kafka, timeout_s) as admin:
         try:
             described = admin.describe_topics(names)

@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from driftline.config import KafkaConfig, trigger_options
+from driftline.errors import UsageError
 
 OffsetSpec = str | Mapping[int, int]
 
@@ -51,7 +52,7 @@ def read_kafka_stream(
         df = read_kafka_stream(spark, platform.kafka, "fraud.events")
     """
     if not topic:
-        raise ValueError("topic: expected a topic name")
+        raise UsageError("topic: expected a topic name")
     reader = (
         spark.readStream.format("kafka")
         .options(**kafka.client_options("spark"))
@@ -122,10 +123,10 @@ def offsets_json(topic: str, offsets: OffsetSpec) -> str:
     """
     if isinstance(offsets, str):
         if not offsets.strip():
-            raise ValueError("offsets: expected 'earliest', 'latest', a JSON string or a partition->offset mapping")
+            raise UsageError("offsets: expected 'earliest', 'latest', a JSON string or a partition->offset mapping")
         return offsets
     if not offsets:
-        raise ValueError("offsets: the partition->offset mapping is empty")
+        raise UsageError("offsets: the partition->offset mapping is empty")
     return json.dumps({topic: {str(p): int(o) for p, o in sorted(offsets.items())}})
 
 
@@ -143,7 +144,7 @@ def read_kafka_batch(
         df = read_kafka_batch(spark, platform.kafka, "fraud.events", {0: 100, 1: 80}, "latest")
     """
     if not topic:
-        raise ValueError("topic: expected a topic name")
+        raise UsageError("topic: expected a topic name")
     return (
         spark.read.format("kafka")
         .options(**kafka.client_options("spark"))
@@ -171,7 +172,7 @@ def kafka_watermarks(kafka: KafkaConfig, topic: str, timeout_s: float = 30.0) ->
     from driftline.kafka.clients import make_consumer
 
     if not topic:
-        raise ValueError("topic: expected a topic name")
+        raise UsageError("topic: expected a topic name")
     consumer = make_consumer(kafka, group_id="driftline-offsets")
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
@@ -212,7 +213,7 @@ def read_jsonl_records(spark: SparkSession, path: str) -> DataFrame:
         read_jsonl_records(spark, "out/sim/events.jsonl")
     """
     if not path:
-        raise ValueError("path: expected a file or directory of JSON-lines files")
+        raise UsageError("path: expected a file or directory of JSON-lines files")
     lines = spark.read.format("text").load(path).select(
         F.col("value"),
         F.col("_metadata.file_path").alias("file_path"),

@@ -42,6 +42,7 @@ from pyspark.sql import functions as F
 from driftline.alerts import Alert
 from driftline.config import PlatformConfig, UseCaseConfig
 from driftline.delta import delta_version
+from driftline.errors import UsageError
 from driftline.jobs import JobContext, entry_point
 from driftline.pipelines import build_features, ingest, train, validate
 from driftline.registry import CHAMPION, alias_version, audit_path, client_for, model_name, read_events, record_event
@@ -106,7 +107,7 @@ def run(
         out.version, out.promoted  # (4, False): a new challenger, refused by the gate
     """
     if not reason:
-        raise ValueError("reason: expected why the pipeline runs (an alert id or 'manual')")
+        raise UsageError("reason: expected why the pipeline runs (an alert id or 'manual')")
     started = datetime.now(UTC)
     t0 = time.monotonic()
     client = client_for(platform)
@@ -215,9 +216,9 @@ def run_on_alert(
     from driftline.kafka.clients import ensure_topics, make_consumer
 
     if max_alerts is not None and max_alerts < 1:
-        raise ValueError(f"max_alerts: expected at least 1, got {max_alerts}")
+        raise UsageError(f"max_alerts: expected at least 1, got {max_alerts}")
     if timeout_s is not None and timeout_s <= 0:
-        raise ValueError(f"timeout_s: expected seconds > 0, got {timeout_s}")
+        raise UsageError(f"timeout_s: expected seconds > 0, got {timeout_s}")
     topic = usecase.topic("alerts")
     group = group_id or f"driftline-pipeline-{usecase.name}"
     ensure_topics(platform.kafka, [topic])
