@@ -17,9 +17,9 @@ from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
 from driftline.config import PlatformConfig, UseCaseConfig, load_usecase
+from driftline.jobs import EXIT_QUALITY
 from driftline.kafka.clients import ensure_topics, make_producer
 from driftline.lineage import Lineage
-from driftline.jobs import EXIT_QUALITY
 from driftline.pipelines import build_features, ingest, validate
 from driftline.simulate import make_generator, write_history
 
