@@ -140,7 +140,7 @@ def spec_params(spec: ModelSpec) -> dict[str, str]:
         "search.method": spec.search.method,
         "search.n": str(spec.search.n),
         "search.validation": spec.search.validation,
-        "search.space": json.dumps(spec.search.params, sort_keys=True),
+        "search.space": json.dumps(spec.search.model_dump(mode="json")["params"], sort_keys=True),
         **{f"estimator.{k}": json.dumps(v) for k, v in sorted(spec.estimator_params.items())},
     }
     return {k: v[:6000] for k, v in flat.items()}

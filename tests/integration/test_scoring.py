@@ -88,7 +88,7 @@ def scoring_usecase(**updates: Any) -> UseCaseConfig:
     """The fraud use case under a fresh name (own topics, tables and registered model):
     30 customers, 600 events per simulated hour, small micro-batches."""
     name = f"sc{uuid.uuid4().hex[:8]}"
-    sim = {**FRAUD.simulator, "customers": 30, "events_per_hour": 600}
+    sim = {**FRAUD.simulator, "customers": 30, "events_per_hour": 600, **updates.pop("simulator", {})}
     streaming = {"trigger": "availableNow", "max_offsets_per_trigger": 150, **updates.pop("streaming", {})}
     return FRAUD.replace(name=name, simulator=sim, streaming=streaming, **updates)
 
