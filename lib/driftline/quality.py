@@ -166,18 +166,15 @@ def _field_checks(f: FieldSpec, raw: Column, value: Column, is_id: bool) -> list
     return checks
 
 
-def classify(bronze: DataFrame, dataset: Dataset) -> DataFrame:
-    """Parse bronze ``value`` JSON against ``dataset`` and mark every record's fate.
-
-    Returns the bronze columns plus ``raw`` (each field's JSON text),
-    ``parsed`` (typed fields), ``reasons`` (all failing rules, ``[]`` when the
-    record is good) and ``reason`` (the first one, null when good). Duplicates
-    of a valid id are marked ``duplicate``: the copy with the earliest Kafka
-    timestamp, then the lowest (topic, partition, offset), is kept.
+def check_records(bronze: DataFrame, dataset: Dataset) -> DataFrame:
+    """Parse bronze ``value`` JSON against ``dataset`` and list each record's failing rules,
+    row by row (no shuffle, so a stream can use it): the bronze columns plus ``raw`` (each
+    field's JSON text), ``parsed`` (typed fields), ``reasons`` (``[]`` when good) and
+    ``reason`` (the first, null when good). Duplicates are not looked for: see :func:`classify`.
 
     Example::
 
-        classify(spark.createDataFrame([...], bronze_schema), event_dataset(uc)).where("reason IS NULL")
+        check_records(kafka_stream_as_bronze, event_dataset(uc)).where("reason IS NOT NULL")
     """
     missing = [c for c in BRONZE_COLUMNS if c not in bronze.columns]
     if missing:
@@ -207,13 +204,24 @@ def classify(bronze: DataFrame, dataset: Dataset) -> DataFrame:
     rule_reasons = F.filter(
         F.array(*[F.when(cond, F.lit(reason)) for reason, cond in checks]), lambda r: r.isNotNull()
     )
-    checked = parsed.select(
+    return parsed.select(
         *[F.col(c) for c in BRONZE_COLUMNS],
         F.col("raw").dropFields(_CORRUPT).alias("raw"),
         F.struct(*[v.alias(n) for n, v in values.items()]).alias("parsed"),
         F.when(not_json, F.array(F.lit("not_json"))).otherwise(rule_reasons).alias("reasons"),
-    )
-    is_valid = F.size(F.col("reasons")) == 0
+    ).select("*", F.try_element_at(F.col("reasons"), F.lit(1)).alias("reason"))
+
+
+def classify(bronze: DataFrame, dataset: Dataset) -> DataFrame:
+    """:func:`check_records`, and duplicates of a valid id marked ``duplicate``: the copy with
+    the earliest Kafka timestamp, then the lowest (topic, partition, offset), is kept.
+
+    Example::
+
+        classify(spark.createDataFrame([...], bronze_schema), event_dataset(uc)).where("reason IS NULL")
+    """
+    checked = check_records(bronze, dataset)
+    is_valid = F.col("reason").isNull()
     # Invalid rows get a unique partition key of their own: only valid ids compete.
     dedupe_key = F.when(is_valid, F.col("parsed")[dataset.id_field]).otherwise(
         F.concat_ws("/", F.lit("invalid"), *[F.col(c) for c in SOURCE_COLUMNS])

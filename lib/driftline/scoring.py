@@ -299,11 +299,11 @@ def stream_features(
 
 def _scored(model: PipelineModel, df: DataFrame, uc: UseCaseConfig, threshold: float, *, route: str, served: bool,
             name: str, version: int) -> DataFrame:
-    from driftline.training import score_column
+    from driftline.training import decision, score_column
 
     out = model.transform(df)
     score = score_column(uc.label.kind)
-    prediction = (score >= F.lit(threshold)).cast("double") if uc.label.kind == "binary" else score
+    prediction = decision(score, uc.label.kind, threshold)
     return out.select(
         F.col(uc.event_id).cast("string").alias("event_id"),
         F.col(uc.entity_key).cast("string").alias("entity"),

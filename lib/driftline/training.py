@@ -355,6 +355,20 @@ def score_column(kind: LabelKind) -> Column:
     return F.col("prediction").cast("double")
 
 
+def decision(score: Column, kind: LabelKind, threshold: float) -> Column:
+    """The one decision rule of batch and streaming scoring: class 1.0 when ``score >= threshold``
+    (binary; the model's own ``prediction`` column is ignored, since it always cuts at 0.5), the
+    score itself (regression).
+
+    Example::
+
+        decision(F.col("score"), "binary", 0.3)
+    """
+    if kind == "binary":
+        return (score >= F.lit(threshold)).cast("double")
+    return score
+
+
 def score_frame(model: Transformer, df: DataFrame, kind: LabelKind, keep: Sequence[str] = ()) -> DataFrame:
     """``model.transform(df)`` natively in the JVM, closed with a select: ``keep`` columns,
     ``prediction`` and ``score``.
@@ -523,7 +537,8 @@ def fit(splits: Splits, uc: UseCaseConfig, spec: ModelSpec) -> TrainResult:
 def batch_predictions(
     model: Transformer, df: DataFrame, uc: UseCaseConfig, *, model_name: str, model_version: int, batch_key: str
 ) -> DataFrame:
-    """Score ``df`` and stamp each row with the model and the batch key; closes with a select:
+    """Score ``df`` with the decision rule streaming scoring uses too (:func:`decision` at the
+    use case's ``model.threshold``) and stamp each row with the model and the batch key; closes with a select:
     the use case's id/entity/time columns present in ``df``, ``prediction``, ``score``,
     ``model_name``, ``model_version``, ``batch_date``.
 
@@ -535,8 +550,10 @@ def batch_predictions(
         raise UsageError("batch_key: expected a non-empty partition value, e.g. '2024-05-01'")
     keep = [c for c in (uc.event_id, uc.entity_key, uc.event_time) if c in df.columns]
     scored = score_frame(model, df, uc.label.kind, keep=keep)
+    threshold = model_spec(uc).threshold
     return scored.select(
-        *[F.col(c) for c in keep], F.col("prediction"), F.col(SCORE_COL),
+        *[F.col(c) for c in keep], decision(F.col(SCORE_COL), uc.label.kind, threshold).alias("prediction"),
+        F.col(SCORE_COL),
         F.lit(model_name).alias("model_name"), F.lit(int(model_version)).alias("model_version"),
         F.lit(batch_key).alias("batch_date"),
     )

@@ -1,0 +1,75 @@
+"""The stream's per-entity aggregates equal the batch compiler's point-in-time values."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+
+from driftline.config import UseCaseConfig
+from driftline.entity_state import MICROS, window_aggregates
+from driftline.features import feature_spec, point_in_time_features
+
+AGGS = [
+    {"name": "n_10m", "fn": "count", "window": "10m"},
+    {"name": "n_amount_1h", "fn": "count", "column": "amount", "window": "1h"},
+    {"name": "sum_1h", "fn": "sum", "column": "amount", "window": "1h"},
+    {"name": "mean_1h", "fn": "mean", "column": "amount", "window": "1h"},
+    {"name": "std_1h", "fn": "std", "column": "amount", "window": "1h"},
+    {"name": "shops_1h", "fn": "distinct_count", "column": "shop", "window": "1h"},
+]
+
+
+def usecase() -> UseCaseConfig:
+    return UseCaseConfig.parse({
+        "name": "t", "entity_key": "user", "event_id": "id", "event_time": "ts",
+        "schema": [{"name": "id", "type": "string", "required": True},
+                   {"name": "user", "type": "string", "required": True},
+                   {"name": "amount", "type": "double"}, {"name": "shop", "type": "string"},
+                   {"name": "ts", "type": "timestamp", "required": True}],
+        "label": {"field": "y", "kind": "regression"},
+        "features": {"aggregates": AGGS},
+    })
+
+
+def test_window_aggregates_equal_point_in_time_features_split_at_any_batch(spark: SparkSession) -> None:
+    rng = np.random.default_rng(5)
+    n = 400
+    t0 = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    # whole seconds, so several events share an instant; nulls in both aggregated columns
+    seconds = np.sort(rng.integers(0, 3 * 3600, size=n))
+    frame = pd.DataFrame({
+        "id": [f"e{i}" for i in range(n)],
+        "user": rng.choice(["a", "b", "c"], size=n),
+        "amount": np.where(rng.random(n) < 0.1, np.nan, rng.gamma(2.0, 30.0, size=n).round(2)),
+        "shop": np.where(rng.random(n) < 0.1, None, rng.choice(["s1", "s2", "s3", "s4"], size=n)),
+        "ts": [t0 + dt.timedelta(seconds=int(s)) for s in seconds],
+    })
+    uc = usecase()
+    spec = feature_spec(uc)
+    expected = point_in_time_features(spark.createDataFrame(frame, "id string, user string, amount double, "
+                                                            "shop string, ts timestamp"), spec).toPandas()
+    expected = expected.set_index("id").sort_index()
+
+    ts_us = ((frame["ts"] - t0).dt.total_seconds().to_numpy() * MICROS).astype(np.int64)
+    got = []
+    for user, rows in frame.assign(ts_us=ts_us).groupby("user"):
+        # three micro-batches per entity, in arrival order; each sees the earlier ones as past
+        parts = np.array_split(rows, 3)
+        past = rows.iloc[:0]
+        for part in parts:
+            values = window_aggregates(
+                past["ts_us"].to_numpy(), {"amount": past["amount"].to_numpy(), "shop": past["shop"].to_numpy()},
+                part["ts_us"].to_numpy(), {"amount": part["amount"].to_numpy(), "shop": part["shop"].to_numpy()},
+                spec.aggregates,
+            )
+            got.append(pd.DataFrame(values, index=part["id"]))
+            past = pd.concat([past, part])
+    got_frame = pd.concat(got).sort_index()
+    assert list(got_frame.index) == list(expected.index)
+    for agg in spec.aggregates:
+        pd.testing.assert_series_equal(got_frame[agg.name].astype(float), expected[agg.name].astype(float),
+                                       check_names=False, rtol=1e-9, atol=1e-9)
+    assert expected["n_10m"].max() >= 3 and expected["std_1h"].notna().any() and expected["std_1h"].isna().any()
