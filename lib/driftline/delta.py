@@ -75,6 +75,26 @@ def delta_version(spark: SparkSession, path: str) -> int | None:
     return None if row is None else int(row["version"])
 
 
+def latest_version(spark: SparkSession, path: str) -> int | None:
+    """The newest committed version of the table at ``path`` from a listing of its
+    ``_delta_log`` (any Hadoop file system), without running a Spark job: for hot paths
+    such as a streaming micro-batch. None when there is no table.
+
+    Example::
+
+        latest_version(spark, catalog.path(platform, "features_online", uc))  # 12
+    """
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    log_dir = jvm.org.apache.hadoop.fs.Path(path.rstrip("/") + "/_delta_log")
+    fs = log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    if not fs.exists(log_dir):
+        return None
+    versions = [int(name[:-5]) for name in (str(st.getPath().getName()) for st in fs.listStatus(log_dir))
+                if name.endswith(".json") and name[:-5].isdigit()]
+    return max(versions) if versions else None
+
+
 def require_version(spark: SparkSession, path: str, hint: str) -> int:
     """The latest version of the table at ``path``; :class:`MissingTableError` saying ``hint`` when absent.
 

@@ -153,7 +153,8 @@ def _ratio(numerator: Column, denominator: Column) -> Column:
     return F.try_divide(numerator.cast("double"), denominator.cast("double"))
 
 
-def _time_of_day(spec: FeatureSpec) -> list[Column]:
+def time_of_day_columns(spec: FeatureSpec) -> list[Column]:
+    """The time-of-day features (hour, night flag) of the event time, as the definitions name them."""
     tod = spec.definitions.time_of_day
     hour = F.hour(F.col(spec.timestamp))
     out = []
@@ -220,7 +221,7 @@ def point_in_time_features(events: DataFrame, spec: FeatureSpec, labels: DataFra
         *[F.col(c) for c in spec.definitions.numeric],
         *[F.col(c).cast("string").alias(c) for c in spec.definitions.categorical],
         *[F.col(c) for c in spec.ratio_fields()],
-        *_time_of_day(spec),
+        *time_of_day_columns(spec),
         *aggregates,
     ).where(F.col("_source") == F.lit("events"))
     return with_ratios(with_aggs, spec.ratios).select(

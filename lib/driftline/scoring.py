@@ -43,31 +43,32 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 from pyspark.ml import PipelineModel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
 from driftline import catalog
-from driftline.catalog import BRONZE_COLUMNS, PREDICTION_SCHEMA
+from driftline.catalog import PREDICTION_SCHEMA
 from driftline.config import PlatformConfig, UseCaseConfig, section_error, trigger_options
 from driftline.config.sections import RoutingSpec, StreamingSpec
-from driftline.delta import read_if_exists, write_delta
+from driftline.delta import latest_version, read_delta, write_delta
+from driftline.entity_state import BAD_KEY, DUPLICATE, ID_HASH, KEY, NULL_HASH, TS, EntityFeatures, StateLayout
 from driftline.errors import RegistryError
 from driftline.features import (
     FeatureSpec,
     feature_spec,
-    point_in_time_features,
     with_ratios,
 )
 from driftline.kafka.spark import raw_records, read_kafka_stream
@@ -126,6 +127,7 @@ class BatchPlan:
     challenger_version: int | None
     mode: str
     share: float
+    online_version: int | None = None  # gold/<uc>_features_online as of this batch (a replay reads the same)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -241,57 +243,38 @@ def split_aggregates(spec: FeatureSpec, window_max_s: int) -> tuple[FeatureSpec,
     return dataclasses.replace(spec, definitions=defs), table
 
 
-def stream_features(
-    events: DataFrame, recent: DataFrame | None, online: DataFrame | None, spec: FeatureSpec, window_max_s: int
-) -> DataFrame:
-    """Features of the batch ``events``, as the batch jobs define them.
-
-    Aggregates over windows up to ``window_max_s``: point in time over ``recent``
-    (earlier events of the stream) plus the batch; the others: the entity's row in
-    ``online`` (``gold/<uc>_features_online``), 0 for counts and sums of an unknown
-    entity. Output: ``id, entity, timestamp, *spec.columns()``.
+def finish_features(events: DataFrame, online: DataFrame | None, spec: FeatureSpec, table_names: Sequence[str]
+                    ) -> DataFrame:
+    """Complete the features of a batch of events that carry the stream's aggregates
+    (:class:`~driftline.entity_state.EntityFeatures`): time of day, categorical values as
+    strings, the aggregates read from ``online`` (``gold/<uc>_features_online``; 0 for counts
+    and sums of an unknown entity, null otherwise) and the ratios. Every input column flows
+    through; the feature columns are ``spec.columns()``.
 
     Example::
 
-        stream_features(batch, recent, online, feature_spec(uc), 3600)
+        finish_features(batch_with_stream_aggregates, online, feature_spec(uc), ["txn_count_24h"])
     """
-    stream_spec, table_names = split_aggregates(spec, window_max_s)
-    fields = events.columns
-    timeline = events
-    if recent is not None:
-        # the entity's earlier events that any window of this batch can reach
-        since = events.groupBy(F.col(spec.entity)).agg(
-            (F.min(F.col(spec.timestamp)) - F.expr(f"INTERVAL {window_max_s} SECONDS")).alias("_since"))
-        past = (
-            recent.select(*[F.col(c) for c in fields])
-            .join(F.broadcast(since), spec.entity)
-            .where(F.col(spec.timestamp) >= F.col("_since"))
-            .drop("_since")
-            .join(events.select(F.col(spec.id)), spec.id, "left_anti")  # a replayed batch is already there
+    from driftline.features import time_of_day_columns
+
+    fns = {a.name: a.fn for a in spec.aggregates}
+    if table_names and online is not None:
+        looked_up = events.join(
+            F.broadcast(online.select(F.col(spec.entity), *[F.col(n).alias(f"_online_{n}") for n in table_names])),
+            spec.entity, "left",
         )
-        timeline = past.unionByName(events)
-    features = point_in_time_features(timeline, stream_spec).join(
-        events.select(F.col(spec.id)), spec.id, "left_semi"
-    )
-    if table_names:
-        fns = {a.name: a.fn for a in spec.aggregates}
-        if online is None:
-            looked_up = features.select("*", *[F.lit(None).cast("double").alias(n) for n in table_names])
-        else:
-            looked_up = features.join(
-                online.select(F.col(spec.entity), *[F.col(n) for n in table_names]), spec.entity, "left"
-            )
-        fill = [
-            (F.coalesce(F.col(n), F.lit(0)) if fns[n] in ("count", "sum", "distinct_count") else F.col(n)).alias(n)
-            for n in table_names
-        ]
-        features = looked_up.select(*[F.col(c) for c in features.columns], *fill)
-    extra = [c for c in spec.ratio_fields() if c not in features.columns]
-    if extra:
-        features = features.join(events.select(F.col(spec.id), *[F.col(c) for c in extra]), spec.id)
-    return with_ratios(features, spec.ratios).select(
-        F.col(spec.id), F.col(spec.entity), F.col(spec.timestamp), *[F.col(c) for c in spec.columns()]
-    )
+    else:
+        looked_up = events.select("*", *[F.lit(None).cast("double").alias(f"_online_{n}") for n in table_names])
+    filled = [
+        (F.coalesce(F.col(f"_online_{n}"), F.lit(0)) if fns[n] in ("count", "sum", "distinct_count")
+         else F.col(f"_online_{n}")).alias(n)
+        for n in table_names
+    ]
+    categorical = set(spec.definitions.categorical)
+    base = [F.col(c).cast("string").alias(c) if c in categorical else F.col(c)
+            for c in events.columns if c not in table_names]
+    out = looked_up.select(*base, *time_of_day_columns(spec), *filled)
+    return with_ratios(out, spec.ratios)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -314,6 +297,7 @@ def _scored(model: PipelineModel, df: DataFrame, uc: UseCaseConfig, threshold: f
         F.lit(route).alias("route"),
         F.lit(name).alias("model_name"),
         F.lit(version).cast("int").alias("model_version"),
+        F.col("kafka_timestamp"),
     )
 
 
@@ -355,8 +339,14 @@ def _publish(df: DataFrame, platform: PlatformConfig, topic: str, key: Column) -
 class BatchScorer:
     """The ``foreachBatch`` function of the scoring query (see the module docstring).
 
+    Each micro-batch arrives with its stream aggregates already computed by the stateful
+    operator, and good and bad records side by side. One pass: the plan (models, routing,
+    online-table version), features completed in the same plan, scores, then one Delta
+    append per table (with the query's transaction ids) and one Kafka write for served
+    predictions and DLQ records. Counts come from ``observe``, never from an extra job.
+
     ``idempotent=False`` drops the Delta transaction ids; it exists so that the
-    crash test can show that it catches the duplicates a replay would then write.
+    crash test can show what they protect against.
     """
 
     def __init__(self, spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, checkpoint: str, *,
@@ -369,6 +359,7 @@ class BatchScorer:
         self.features = feature_spec(uc)
         self.dataset = event_dataset(uc)
         self.window_max_s = self.stream.stream_window_max_s
+        _, self.table_names = split_aggregates(self.features, self.window_max_s)
         self.threshold = model_spec(uc).threshold
         self.name = model_name(uc)
         self.idempotent = idempotent
@@ -376,9 +367,12 @@ class BatchScorer:
         self.models: dict[int, PipelineModel] = {}
         self.plans = PlanLog(spark, checkpoint)
         self.last_plan: BatchPlan | None = None
+        self.online_path = catalog.path(platform, "features_online", uc)
+        self._online: tuple[int, DataFrame] | None = None
         self.timings: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
 
-    # -- plans and models
+    # -- plans, models and the online table
 
     def plan(self, batch_id: int) -> BatchPlan:
         """The recorded plan of ``batch_id`` (a replay), else a new one, recorded before use."""
@@ -387,12 +381,14 @@ class BatchScorer:
             log.info("batch %d: replay, scoring with the recorded plan %s", batch_id, recorded)
             return recorded
         plan = decide_plan(self.platform, self.uc, batch_id)
+        if self.table_names:
+            plan = dataclasses.replace(plan, online_version=latest_version(self.spark, self.online_path))
         self.plans.put(plan)
         last = self.last_plan
         if last and dataclasses.replace(last, batch_id=batch_id) != plan:
-            log.info("batch %d: models changed: champion v%s -> v%s, challenger %s -> %s (%s %.2f)", batch_id,
-                     last.champion_version, plan.champion_version, last.challenger_version,
-                     plan.challenger_version, plan.mode, plan.share)
+            log.info("batch %d: plan changed: champion v%s -> v%s, challenger %s -> %s (%s %.2f), online v%s -> v%s",
+                     batch_id, last.champion_version, plan.champion_version, last.challenger_version,
+                     plan.challenger_version, plan.mode, plan.share, last.online_version, plan.online_version)
         self.last_plan = plan
         return plan
 
@@ -408,6 +404,18 @@ class BatchScorer:
             log.info("loaded %s v%d in %.1fs", self.name, version, time.monotonic() - started)
         return self.models[version]
 
+    def online(self, version: int | None) -> DataFrame | None:
+        """The online table at ``version``, read once per version and cached (never per batch)."""
+        if version is None or not self.table_names:
+            return None
+        if self._online is None or self._online[0] != version:
+            if self._online is not None:
+                self._online[1].unpersist()
+            table = read_delta(self.spark, self.online_path, version)
+            columns = [self.features.entity, *self.table_names]
+            self._online = (version, table.select(*[F.col(c) for c in columns]).persist())
+        return self._online[1]
+
     @contextlib.contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
         started = time.monotonic()
@@ -422,91 +430,71 @@ class BatchScorer:
     # -- one micro-batch
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        from driftline.quality import classify, good_records, quarantined_records
-
         started = time.monotonic()
         self.timings = {}
         with self._timed("plan"):
             plan = self.plan(batch_id)
-        bronze = batch.select(*[F.col(c) for c in BRONZE_COLUMNS])
-        classified = classify(bronze, self.dataset).persist()
+            models = {v: self.model(v) for v in (plan.champion_version, plan.challenger_version) if v is not None}
+        is_bad = F.col("reason").isNotNull()
+        observation = Observation(f"score-{uuid.uuid4().hex[:8]}")
+        rows = batch.observe(
+            observation, F.count(F.lit(1)).alias("rows"), F.count_if(is_bad).alias("quarantined"),
+            F.count_if(F.col("reason") == F.lit(DUPLICATE)).alias("duplicates"),
+        ).persist()
         try:
-            with self._timed("parse"):
-                counts = {r["good"]: r["n"] for r in classified.groupBy((F.col("reason").isNull()).alias("good"))
-                          .agg(F.count(F.lit(1)).alias("n")).collect()}
-            n_good, n_bad = int(counts.get(True, 0)), int(counts.get(False, 0))
-            if n_bad:
-                with self._timed("quarantine"):
-                    self._quarantine(quarantined_records(classified, f"score:{batch_id}", dt.datetime.now(dt.UTC)),
-                                     batch_id)
-            if n_good:
-                events = good_records(classified, self.dataset).drop("topic", "partition", "offset", "ingest_time")
-                self._score(events, classified, plan, batch_id)
-        finally:
-            classified.unpersist()
-        log.info("batch %d: %d scored, %d quarantined, champion v%d, challenger %s (%s) in %.1fs (%s)", batch_id,
-                 n_good, n_bad, plan.champion_version, plan.challenger_version, plan.mode,
-                 time.monotonic() - started, ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
-        self._maybe_pause(batch_id)
-
-    def _quarantine(self, bad: DataFrame, batch_id: int) -> None:
-        bad = bad.persist()
-        try:
-            write_delta(bad, quarantine_stream_path(self.platform, self.uc), mode="append",
-                        txn=self._txn(batch_id, "quarantine"))
-            if self.stream.publish:
-                dlq = bad.select("key", "reason", "reasons", "topic", "partition", "offset", "value",
-                                 "kafka_timestamp")
-                _publish(dlq, self.platform, self.uc.topic("dlq"), F.col("key"))
-        finally:
-            bad.unpersist()
-
-    def _recent(self) -> DataFrame | None:
-        return read_if_exists(self.spark, features_stream_path(self.platform, self.uc))
-
-    def _online(self) -> DataFrame | None:
-        return read_if_exists(self.spark, catalog.path(self.platform, "features_online", self.uc))
-
-    def _score(self, events: DataFrame, classified: DataFrame, plan: BatchPlan, batch_id: int) -> None:
-        events = events.persist()
-        try:
-            features = stream_features(events, self._recent(), self._online(), self.features, self.window_max_s)
-            extra = [c for c in events.columns if c not in features.columns]
-            # each event's fields and features: the record of what was served, and the
-            # earlier events the windows of later batches read
-            features = (
-                features.join(events.select(F.col(self.uc.event_id), *[F.col(c) for c in extra]), self.uc.event_id)
-                .withColumn("batch_id", F.lit(batch_id).cast("long"))
-                .persist()
-            )
-            with self._timed("features"):
-                write_delta(features, features_stream_path(self.platform, self.uc), mode="append",
-                            txn=self._txn(batch_id, "features"))
-            with self._timed("load_models"):
-                models = {v: self.model(v) for v in (plan.champion_version, plan.challenger_version)
-                          if v is not None}
-            arrival = classified.where(F.col("reason").isNull()).select(
-                F.col("parsed")[self.uc.event_id].cast("string").alias("event_id"), F.col("kafka_timestamp"))
+            events = rows.where(~is_bad).drop("value", "reason", "reasons", "key", "ingest_time")
+            features = finish_features(events, self.online(plan.online_version), self.features, self.table_names)
             predictions = (
                 route_and_score(features, plan, models, self.uc, self.threshold, self.name)
                 .withColumn("batch_id", F.lit(batch_id).cast("long"))
                 .withColumn("scoring_time", F.current_timestamp())
-                .join(arrival, "event_id", "left")
                 .select(*[F.col(f.name).cast(f.dataType) for f in PREDICTION_SCHEMA.fields])
             ).persist()
             try:
                 with self._timed("score"):
                     write_delta(predictions, predictions_path(self.platform, self.uc), mode="append",
                                 txn=self._txn(batch_id, "predictions"))
+                self.counts = {k: int(v or 0) for k, v in observation.get.items()}
+                if self.counts["rows"] > self.counts["quarantined"]:
+                    with self._timed("features"):
+                        recorded = features.drop("kafka_timestamp", "topic", "partition", "offset")
+                        write_delta(recorded.withColumn("batch_id", F.lit(batch_id).cast("long")),
+                                    features_stream_path(self.platform, self.uc), mode="append",
+                                    txn=self._txn(batch_id, "features"))
+                bad = rows.where(is_bad)
+                if self.counts["quarantined"]:
+                    with self._timed("quarantine"):
+                        write_delta(_quarantine_rows(bad, batch_id), quarantine_stream_path(self.platform, self.uc),
+                                    mode="append", txn=self._txn(batch_id, "quarantine"))
                 if self.stream.publish:
                     with self._timed("publish"):
-                        _publish(predictions.where(F.col("served")), self.platform, self.uc.topic("predictions"),
-                                 F.col("event_id"))
+                        self._publish(predictions, bad if self.counts["quarantined"] else None)
             finally:
                 predictions.unpersist()
-                features.unpersist()
         finally:
-            events.unpersist()
+            rows.unpersist()
+        log.info("batch %d: %d scored, %d quarantined (%d repeats), champion v%d, challenger %s (%s), online v%s "
+                 "in %.1fs (%s)", batch_id, self.counts.get("rows", 0) - self.counts.get("quarantined", 0),
+                 self.counts.get("quarantined", 0), self.counts.get("duplicates", 0), plan.champion_version,
+                 plan.challenger_version, plan.mode, plan.online_version, time.monotonic() - started,
+                 ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
+        self._maybe_pause(batch_id)
+
+    def _publish(self, predictions: DataFrame, bad: DataFrame | None) -> None:
+        """One Kafka write: served predictions to <uc>.predictions and bad records to <uc>.dlq
+        (a topic per row), each keyed (predictions by event id), at least once."""
+        served = predictions.where(F.col("served")).select(
+            F.col("event_id").alias("key"), F.to_json(F.struct(*[F.col(c) for c in predictions.columns])).alias("value"),
+            F.lit(self.uc.topic("predictions")).alias("topic"),
+        )
+        out = served
+        if bad is not None:
+            dlq_fields = ("key", "reason", "reasons", "topic", "partition", "offset", "value", "kafka_timestamp")
+            out = served.unionByName(bad.select(
+                F.col("key"), F.to_json(F.struct(*[F.col(c) for c in dlq_fields])).alias("value"),
+                F.lit(self.uc.topic("dlq")).alias("topic"),
+            ))
+        out.write.format("kafka").options(**self.platform.kafka.client_options("spark")).save()
 
     def _maybe_pause(self, batch_id: int) -> None:
         """The crash test's hook: ``DRIFTLINE_FAULT_PAUSE_AFTER_WRITE=<batch id>:<marker file>``."""
@@ -521,7 +509,79 @@ class BatchScorer:
             time.sleep(600)
 
 
+def _quarantine_rows(bad: DataFrame, batch_id: int) -> DataFrame:
+    """Rows of quarantine/<uc>_events_stream: source coordinates, the raw record and why."""
+    return bad.select(
+        *[F.col(c) for c in ("topic", "partition", "offset", "key", "value", "reason", "reasons", "kafka_timestamp",
+                             "ingest_time")],
+        F.lit(f"score:{batch_id}").alias("run_id"), F.current_timestamp().alias("quarantined_at"),
+    )
+
+
 # --------------------------------------------------------------------------- the query
+
+
+def entity_layout(uc: UseCaseConfig) -> StateLayout:
+    """What the scoring query keeps per entity: the stream's aggregates (windows up to
+    ``streaming.stream_window_max``) over the entity's events within the longest of that,
+    ``streaming.dedupe_window`` and ``streaming.allowed_lateness``."""
+    stream_spec, _ = split_aggregates(feature_spec(uc), uc.streaming.stream_window_max_s)
+    numeric = [f.name for f in uc.schema_ if f.type in ("int", "long", "double")]
+    retention = max(uc.streaming.stream_window_max_s, uc.streaming.dedupe_window_s) + uc.streaming.allowed_lateness_s
+    return StateLayout.compile(stream_spec.aggregates, numeric, retention)
+
+
+def scoring_stream(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig) -> DataFrame:
+    """The streaming half of the scoring query: Kafka → parse and check each record once →
+    per-entity state (stream aggregates, repeats) → rows for :class:`BatchScorer`.
+
+    Good and bad records flow through together (bad ones under one key of their own,
+    untouched), so one micro-batch is one pass.
+    """
+    from driftline.quality import check_records
+
+    stream = streaming_spec(uc)
+    dataset = event_dataset(uc)
+    layout = entity_layout(uc)
+    raw = raw_records(read_kafka_stream(spark, platform.kafka, uc.topic("events"), stream.starting_offsets,
+                                        stream.max_offsets_per_trigger))
+    checked = check_records(raw, dataset)
+    entity = F.col("parsed")[uc.entity_key]
+    good = F.col("reason").isNull() & entity.isNotNull()
+    fields = [f.name for f in dataset.fields]
+
+    def hashed(c: str) -> Column:
+        value = F.col("parsed")[c]
+        return F.when(value.isNull(), F.lit(NULL_HASH)).otherwise(F.xxhash64(value))
+
+    keyed = checked.select(
+        F.when(good, entity.cast("string")).otherwise(F.lit(BAD_KEY)).alias(KEY),
+        F.coalesce(F.unix_micros(F.col("parsed")[uc.event_time]), F.lit(0)).alias(TS),
+        F.xxhash64(F.col("parsed")[uc.event_id]).alias(ID_HASH),
+        *[F.col("parsed")[c].cast("double").alias(layout.numeric_name(c)) for c in layout.numeric],
+        *[hashed(c).alias(layout.hashed_name(c)) for c in layout.hashed],
+        *[F.col("parsed")[c].alias(c) for c in fields],
+        *[F.col(c) for c in ("key", "topic", "partition", "offset", "kafka_timestamp", "ingest_time")],
+        F.when(~good, F.col("value")).alias("value"),
+        F.col("reason"), F.col("reasons"),
+    )
+    internal = {KEY, TS, ID_HASH, *layout.encoded}
+    passthrough = [f for f in keyed.schema.fields if f.name not in internal]
+    # timestamps cross the pandas bridge as microseconds: pandas' nanoseconds end in 2262,
+    # and a far-future (valid or not) event time must never stop the query
+    times = {f.name for f in passthrough if isinstance(f.dataType, T.TimestampType)}
+    keyed = keyed.select(*[F.unix_micros(F.col(c)).alias(c) if c in times else F.col(c) for c in keyed.columns])
+    bridged = [T.StructField(f.name, T.LongType()) if f.name in times else f for f in passthrough]
+    out_schema = T.StructType([*bridged, *[T.StructField(a.name, T.DoubleType()) for a in layout.aggregates]])
+    ttl_ms = stream.state_ttl_s * 1000 if stream.state_ttl_s else None
+    processor = EntityFeatures(layout, [f.name for f in out_schema.fields], ttl_ms)
+    stateful = keyed.groupBy(F.col(KEY)).transformWithStateInPandas(
+        processor, out_schema, "Append", "ProcessingTime" if ttl_ms else "None")
+    counts = {"count", "distinct_count"}
+    return stateful.select(
+        *[F.timestamp_micros(F.col(f.name)).alias(f.name) if f.name in times else F.col(f.name) for f in passthrough],
+        *[F.col(a.name).cast("long" if a.fn in counts else "double").alias(a.name) for a in layout.aggregates],
+    )
 
 
 def start_scoring(
@@ -541,17 +601,6 @@ def start_scoring(
     checkpoint = checkpoint or score_checkpoint(platform, uc)
     ensure_topics(platform.kafka, [uc.topic(k) for k in ("events", "predictions", "dlq")])
     scorer = BatchScorer(spark, platform, uc, checkpoint, idempotent=idempotent)
-    raw = raw_records(read_kafka_stream(spark, platform.kafka, uc.topic("events"), stream.starting_offsets,
-                                        stream.max_offsets_per_trigger))
-    # A repeat of an event id (or, for a record without one, of its coordinates) that
-    # arrives within the dedupe window is dropped; the state lives in the checkpoint.
-    key = F.coalesce(F.get_json_object(F.col("value"), f"$.{uc.event_id}"),
-                     F.concat_ws("/", F.col("topic"), F.col("partition").cast("string"), F.col("offset").cast("string")))
-    deduped = (
-        raw.withColumn("_dedupe_key", key)
-        .withWatermark("kafka_timestamp", stream.dedupe_window)
-        .dropDuplicatesWithinWatermark(["_dedupe_key"])
-    )
 
     def each_batch(batch: DataFrame, batch_id: int) -> None:
         scorer(batch, batch_id)
@@ -559,8 +608,9 @@ def start_scoring(
             on_batch(batch_id)
 
     return (
-        deduped.writeStream.foreachBatch(each_batch)
+        scoring_stream(spark, platform, uc).writeStream.foreachBatch(each_batch)
         .queryName(f"score-{uc.name}")
+        .outputMode("append")
         .option("checkpointLocation", checkpoint)
         .trigger(**trigger_options(trigger or stream.trigger))  # type: ignore[call-overload]
         .start()

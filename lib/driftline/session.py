@@ -25,6 +25,7 @@ from driftline.errors import SetupError
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 
 
 def spark_jars(platform: PlatformConfig) -> list[str]:
@@ -56,6 +57,10 @@ def configure_builder(
         .config("spark.ui.enabled", str(spark.ui_enabled and not testing).lower())
         .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
         .config("spark.databricks.delta.snapshotPartitions", "2")
+        # state of streaming queries: RocksDB (transformWithState needs it), changelog checkpointing
+        # so a micro-batch uploads only what changed; a query keeps the provider it started with
+        .config("spark.sql.streaming.stateStore.providerClass", ROCKSDB_PROVIDER)
+        .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
     )
     if testing:
         builder = (

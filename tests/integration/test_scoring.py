@@ -25,10 +25,11 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from driftline import catalog
 from driftline.config import PROJECT_ROOT, PlatformConfig, UseCaseConfig, load_usecase
 from driftline.errors import RegistryError
 from driftline.features import feature_spec, point_in_time_features
-from driftline.kafka.clients import make_consumer
+from driftline.kafka.clients import ensure_topics, make_consumer, make_producer
 from driftline.kafka.spark import raw_records, read_kafka_batch
 from driftline.produce import produce_usecase
 from driftline.quality import classify, event_dataset, good_records
@@ -45,9 +46,8 @@ from driftline.scoring import (
     set_routing,
     split_aggregates,
     start_scoring,
-    stream_features,
 )
-from driftline.simulate import make_generator
+from driftline.simulate import encode_json_lines, make_generator
 from driftline.tracking import MODEL_ARTIFACT, pip_requirements
 from driftline.training import build_pipeline, model_spec
 
@@ -370,29 +370,65 @@ def test_replayed_batch_keeps_its_model_version(spark: SparkSession, platform: P
         scorer.plan(8)
 
 
-def test_stream_features_over_micro_batches_equal_the_batch_backfill_for_eta(spark: SparkSession) -> None:
-    """The regression use case through the same code: three micro-batches, each seeing
-    the earlier ones as recent events, give the point-in-time backfill's values."""
-    uc = load_usecase("eta")
-    uc = uc.replace(simulator={**uc.simulator, "restaurants": 20})
-    gen = make_generator(uc, seed=2, start="2024-02-01T00:00:00Z", diurnal=False, chunk_size=450)
+def test_stream_features_equal_the_backfill_across_batches_late_events_and_a_restart(
+    spark: SparkSession, platform: PlatformConfig, runs: dict[str, str]
+) -> None:
+    """Per-entity state in the query: events in several micro-batches, 40 of them sent up to
+    5 minutes late (within streaming.allowed_lateness), and a restart from the checkpoint
+    between the two halves. Each event's stream aggregates are exactly those of the same
+    entity's earlier events that had arrived by its micro-batch; for every event that no
+    later-arriving earlier event could reach (the late events themselves included) that is
+    the batch backfill's value."""
+    uc = scoring_usecase(routing={"mode": "champion"}, streaming={"max_offsets_per_trigger": 120})
+    register_models(spark, platform, uc, runs)
+    gen = make_generator(uc, seed=8, start="2024-02-01T00:00:00Z", diurnal=False, chunk_size=600)
     frame = gen.next_chunk().events
-    frame = frame[[f.name for f in uc.schema_]]
-    spec = feature_spec(uc)
-    stream_spec, table_names = split_aggregates(spec, 3600)
-    assert table_names == ["distance_mean_24h", "delivery_minutes_mean_7d", "delivery_minutes_std_7d"]
-    recent: DataFrame | None = None
-    parts = []
-    for part in np.array_split(frame, 3):
-        batch = spark.createDataFrame(part)
-        parts.append(pdf(stream_features(batch, recent, None, spec, 3600)))
-        recent = batch if recent is None else recent.unionByName(batch)
-    got = pd.concat(parts).set_index(uc.event_id).sort_index()
-    expected = pdf(point_in_time_features(spark.createDataFrame(frame), stream_spec)).set_index(uc.event_id)
-    expected = expected.sort_index()
-    assert list(got.index) == list(expected.index) and len(got) == 450
-    for col in stream_spec.columns():
-        pd.testing.assert_series_equal(got[col], expected[col], check_dtype=False, check_names=False)
-    assert got["orders_1h"].max() >= 5
-    # no online table: unknown counts are 0, unknown means null, ratios over them null
-    assert got["distance_mean_24h"].isna().all() and got["distance_to_mean_24h"].isna().all()
+    fields = list(uc.schema_)
+    frame = frame[[f.name for f in fields]].sort_values(uc.event_time, kind="stable").reset_index(drop=True)
+    rng = np.random.default_rng(1)
+    late = set(rng.choice(np.arange(50, len(frame)), size=40, replace=False).tolist())
+    send_at = frame[uc.event_time] + pd.to_timedelta([300 if i in late else 0 for i in range(len(frame))], unit="s")
+    order = np.lexsort((np.arange(len(frame)), send_at.to_numpy()))
+    values = encode_json_lines(frame, fields)
+    producer = make_producer(platform.kafka)
+    ensure_topics(platform.kafka, [uc.topic("events")])
+    half = len(order) // 2
+    for part in (order[:half], order[half:]):
+        for i in part:
+            producer.produce(uc.topic("events"), key=str(frame.at[i, uc.entity_key]).encode(), value=values[i])
+        assert producer.flush(60) == 0
+        run_available(spark, platform, uc)  # the second run restarts from the first one's checkpoint
+
+    got = table(catalog.path(platform, "features_stream", uc)).set_index(uc.event_id)
+    assert len(got) == len(frame) and got.index.is_unique
+    assert got["batch_id"].nunique() >= 5
+    stream_spec, _ = split_aggregates(feature_spec(uc), uc.streaming.stream_window_max_s)
+    names = [a.name for a in stream_spec.aggregates]
+    assert names == ["txn_count_10m", "txn_count_1h", "amount_sum_1h"]
+
+    # the oracle: the entity's events of earlier or the same micro-batch, strictly earlier in time
+    ev = frame.set_index(uc.event_id).join(got[["batch_id"]])
+    ts = pd.to_datetime(ev[uc.event_time], utc=True)
+    visible_expected: dict[str, list[float]] = {n: [] for n in names}
+    complete = []
+    for eid, row in ev.iterrows():
+        same = ev[(ev[uc.entity_key] == row[uc.entity_key]) & (ts < ts[eid])]
+        reachable = same[ts[same.index] >= ts[eid] - pd.Timedelta("1h")]
+        complete.append(bool((reachable["batch_id"] <= row["batch_id"]).all()))
+        seen = same[same["batch_id"] <= row["batch_id"]]
+        for a in stream_spec.aggregates:
+            inside = seen[ts[seen.index] >= ts[eid] - pd.Timedelta(seconds=a.window_s)]
+            visible_expected[a.name].append(float(len(inside)) if a.fn == "count" else float(inside["amount"].sum()))
+    for n in names:
+        want = pd.Series(visible_expected[n], index=ev.index)
+        assert np.allclose(got.loc[ev.index, n].astype(float), want, rtol=1e-12, atol=1e-9), n
+
+    # and the batch backfill, wherever arrival order could not matter: the late events included
+    backfill = pdf(point_in_time_features(spark.createDataFrame(frame), stream_spec)).set_index(uc.event_id)
+    complete_ids = ev.index[np.array(complete)]
+    late_ids = [frame.at[i, uc.event_id] for i in late]
+    assert set(late_ids) <= set(complete_ids) and len(complete_ids) >= 0.8 * len(frame)
+    for n in names:
+        pd.testing.assert_series_equal(got.loc[complete_ids, n].astype(float),
+                                       backfill.loc[complete_ids, n].astype(float), check_names=False)
+    assert got["txn_count_1h"].max() >= 10  # the windows hold earlier events, across the restart

@@ -55,7 +55,7 @@ def test_window_aggregates_equal_point_in_time_features_split_at_any_batch(spark
 
     ts_us = ((frame["ts"] - t0).dt.total_seconds().to_numpy() * MICROS).astype(np.int64)
     got = []
-    for user, rows in frame.assign(ts_us=ts_us).groupby("user"):
+    for _user, rows in frame.assign(ts_us=ts_us).groupby("user"):
         # three micro-batches per entity, in arrival order; each sees the earlier ones as past
         parts = np.array_split(rows, 3)
         past = rows.iloc[:0]

@@ -315,6 +315,11 @@ class StreamingSpec(Strict):
     max_offsets_per_trigger: int | None = Field(100_000, ge=1)
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     stream_window_max: str = "1h"
+    # how far behind an entity's newest event a late event may arrive and still see every
+    # earlier event its windows need (the entity keeps that much more event time in state)
+    allowed_lateness: str = "10 minutes"
+    # an entity with no event for this long (wall clock) is dropped from state; "0s": never
+    state_ttl: str = "24h"
     publish: bool = True
 
     @property
@@ -324,6 +329,14 @@ class StreamingSpec(Strict):
     @property
     def stream_window_max_s(self) -> int:
         return whole_seconds(self.stream_window_max, key="streaming.stream_window_max", words=True)
+
+    @property
+    def allowed_lateness_s(self) -> int:
+        return whole_seconds(self.allowed_lateness, key="streaming.allowed_lateness", allow_zero=True, words=True)
+
+    @property
+    def state_ttl_s(self) -> int:
+        return whole_seconds(self.state_ttl, key="streaming.state_ttl", allow_zero=True, words=True)
 
 
 class RoutingSpec(Strict):
