@@ -1,4 +1,4 @@
-"""Per-entity feature state for the scoring stream: trailing-window aggregates from the
+"""Per-entity feature state for the scoring stream: trailing-window aggregates from each
 entity's recent events, kept in Structured Streaming's state store instead of re-read
 from a table that grows with history.
 
@@ -8,10 +8,17 @@ with ``t - w <= time < t`` at microsecond resolution (events at the very same in
 not see each other); ``count`` counts non-null values (every event without a column),
 ``sum`` is 0.0 over nothing, ``mean`` and ``std`` (sample) are null without enough values,
 ``distinct_count`` counts distinct non-null values. :func:`window_aggregates` computes that
-in numpy for one entity; the streaming operator (:mod:`driftline.scoring`) calls it once per
-entity and micro-batch with the entity's kept events and its new ones.
+in numpy for many entities at once.
 
-    out = window_aggregates(past_ts, {"amount": past_amounts}, new_ts, {"amount": new_amounts}, aggregates)
+State layout. Entities are hashed into a fixed number of buckets (``streaming.state_buckets``);
+each bucket is one state row holding its entities' recent events as raw arrays, read and
+written once per micro-batch. Measured here (2 cores, 50,000 events over 2,000 entities per
+batch): one state row per entity costs 7.9 s a batch in ``transformWithStateInPandas`` (the
+operator's per-key round trips dominate), 64 buckets 1.7 s, a stateless pass 0.3 s. The
+state is bounded by event time: a bucket keeps the events within
+``stream_window_max`` (or ``dedupe_window``) + ``allowed_lateness`` of its clock.
+
+    out = window_aggregates(entities, times, columns, n_past, aggregates)
     out["amount_sum_1h"]        # one value per new event
 """
 
@@ -27,18 +34,19 @@ from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle
 
 from driftline.config.sections import Aggregate
 
-# Internal columns are prefixed "dl_": the pandas bridge of transformWithStateInPandas
-# renames columns that start with an underscore to positions (_0, _1, ...).
-
 MICROS = 1_000_000
 # A hashed value that stands for null (xxhash64 of a real value is this with probability 2^-64).
 NULL_HASH = -(2**63)
-
-
-def _values(column: str | None, past: Mapping[str, np.ndarray], new: Mapping[str, np.ndarray], n: int) -> np.ndarray:
-    if column is None:
-        return np.ones(n)
-    return np.concatenate([past[column], new[column]])
+# Internal columns are prefixed "dl_": the pandas bridge of transformWithStateInPandas
+# renames columns that start with an underscore to positions (_0, _1, ...).
+BUCKET = "dl_bucket"  # the state key: pmod(xxhash64(entity), buckets); BAD_BUCKET for bad records
+ENTITY = "dl_entity"  # xxhash64 of the entity
+TS = "dl_ts_us"       # event time in microseconds
+ID_HASH = "dl_id_h"   # xxhash64 of the event id: repeats are found in the state
+ARRIVAL = "dl_arrival"  # Kafka timestamp in microseconds: the order repeats are judged in
+BAD_BUCKET = -1
+DUPLICATE = "duplicate"
+_TS_BITS = 42  # event-time offsets up to ~50 days within one bucket and batch share a sort key
 
 
 def _present(values: np.ndarray) -> np.ndarray:
@@ -49,35 +57,67 @@ def _present(values: np.ndarray) -> np.ndarray:
     return np.array([v is not None and v == v for v in values], dtype=bool)
 
 
+def _sort_keys(entities: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(entity rank, time offset) packed into one int64 per event, or None when the times
+    span too much for the packing (then entities are handled one by one)."""
+    uniques, rank = np.unique(entities, return_inverse=True)
+    base = int(times.min()) if len(times) else 0
+    offset = times - base
+    if len(uniques) <= 1:  # one entity: the time offset alone is the key
+        return offset, np.zeros(len(times), dtype=np.int64), base
+    if int(offset.max()) >= 1 << _TS_BITS or int(rank.max()) >= 1 << (62 - _TS_BITS):
+        return None
+    return (rank.astype(np.int64) << _TS_BITS) | offset, rank.astype(np.int64) << _TS_BITS, base
+
+
 def window_aggregates(
-    past_ts: np.ndarray,
-    past: Mapping[str, np.ndarray],
-    new_ts: np.ndarray,
-    new: Mapping[str, np.ndarray],
+    entities: np.ndarray,
+    times: np.ndarray,
+    columns: Mapping[str, np.ndarray],
+    n_past: int,
     aggregates: Sequence[Aggregate],
 ) -> dict[str, np.ndarray]:
-    """Each aggregate's value for every new event of one entity.
+    """Each aggregate's value for every new event, for many entities at once.
 
-    ``past_ts`` / ``new_ts`` are event times in microseconds (int64); ``past`` / ``new``
-    map each aggregated column to its values (float with NaN for null, or objects with
-    None). The past events are any the entity kept (earlier batches); the new events are
-    this batch's, in any order. Returns one array per aggregate name, aligned with ``new_ts``.
+    The first ``n_past`` entries of ``entities`` / ``times`` (int64 hashes / microseconds)
+    and of each array in ``columns`` are kept events of earlier batches, the rest this
+    batch's new events, in any order. ``columns`` maps each aggregated column to its values
+    (float with NaN for null, int64 hashes with :data:`NULL_HASH` for null). Returns one
+    array per aggregate name, aligned with the new events.
 
     Example::
 
-        window_aggregates(np.array([0]), {}, np.array([60 * MICROS]), {},
+        window_aggregates(np.array([7, 7]), np.array([0, 60 * MICROS]), {}, 1,
                           [Aggregate(name="n_10m", fn="count", window="10m")])  # {'n_10m': array([1.])}
     """
-    ts = np.concatenate([np.asarray(past_ts, dtype=np.int64), np.asarray(new_ts, dtype=np.int64)])
-    order = np.argsort(ts, kind="stable")
-    ts_sorted = ts[order]
-    n = len(ts)
-    at = np.asarray(new_ts, dtype=np.int64)
-    hi = np.searchsorted(ts_sorted, at, side="left")  # strictly earlier: time < t
+    entities = np.asarray(entities, dtype=np.int64)
+    times = np.asarray(times, dtype=np.int64)
+    keys = _sort_keys(entities, times)
+    if keys is None:  # a far-flung event time: one entity at a time keeps the offsets small
+        merged = {a.name: np.full(len(times) - n_past, np.nan) for a in aggregates}
+        new_positions = np.arange(n_past, len(times))
+        for entity in np.unique(entities[n_past:]):
+            mine = np.flatnonzero(entities == entity)
+            past_idx, new_idx = mine[mine < n_past], mine[mine >= n_past]
+            part = window_aggregates(entities[np.concatenate([past_idx, new_idx])],
+                                     times[np.concatenate([past_idx, new_idx])],
+                                     {c: v[np.concatenate([past_idx, new_idx])] for c, v in columns.items()},
+                                     len(past_idx), aggregates)
+            where = np.searchsorted(new_positions, new_idx)
+            for name, values in part.items():
+                merged[name][where] = values
+        return merged
+    composite, entity_start, base = keys
+    order = np.argsort(composite, kind="stable")
+    sorted_keys = composite[order]
+    at = composite[n_past:]
+    hi = np.searchsorted(sorted_keys, at, side="left")  # strictly earlier: time < t
+    new_offset = times[n_past:] - base
     out: dict[str, np.ndarray] = {}
     for agg in aggregates:
-        values = _values(agg.column, past, new, n)[order]
-        lo = np.searchsorted(ts_sorted, at - agg.window_s * MICROS, side="left")
+        values = (np.ones(len(times)) if agg.column is None else np.asarray(columns[agg.column]))[order]
+        start = entity_start[n_past:] | np.maximum(new_offset - agg.window_s * MICROS, 0)
+        lo = np.searchsorted(sorted_keys, start, side="left")
         present = _present(values)
         if agg.fn in ("count", "sum", "mean"):
             counts = np.concatenate([[0], np.cumsum(present)])
@@ -85,8 +125,7 @@ def window_aggregates(
             if agg.fn == "count":
                 out[agg.name] = n_in
                 continue
-            numeric = np.where(present, values, 0.0).astype(np.float64)
-            sums = np.concatenate([[0.0], np.cumsum(numeric)])
+            sums = np.concatenate([[0.0], np.cumsum(np.where(present, values, 0.0).astype(np.float64))])
             total = sums[hi] - sums[lo]
             if agg.fn == "sum":
                 out[agg.name] = total
@@ -108,29 +147,31 @@ def window_aggregates(
 
 # --------------------------------------------------------------------------- the streaming operator
 
-KEY = "dl_key"      # the entity as a string; bad records share BAD_KEY and pass through
-TS = "dl_ts_us"     # event time in microseconds
-ID_HASH = "dl_id_h" # xxhash64 of the event id: repeats are found in the entity's state
-BAD_KEY = "\u0000bad"
-DUPLICATE = "duplicate"
-
 
 @dataclass(frozen=True)
 class StateLayout:
-    """Which encoded columns the operator keeps per entity, compiled from the stream's aggregates.
+    """What the operator keeps per event, compiled from the stream's aggregates.
 
-    ``dl_v<i>`` holds numeric column ``numeric[i]`` as float64 (NaN for null); ``dl_h<i>`` the
-    xxhash64 of column ``hashed[i]`` (:data:`NULL_HASH` for null), for distinct counts and
-    counts of non-numeric columns (names by position: the state schema takes no user names). ``retention_us`` is how much event time an entity keeps behind its newest event.
+    ``dl_v<i>`` holds numeric column ``numeric[i]`` as float64 (NaN for null); ``dl_h<i>``
+    the xxhash64 of column ``hashed[i]`` (:data:`NULL_HASH` for null), for distinct counts
+    and counts of non-numeric columns (named by position: the state schema takes no user
+    names). ``retention_us`` is how much event time a bucket keeps behind its clock,
+    ``lateness_us`` how far behind the clock an event may arrive and still see every
+    event its windows need.
     """
 
     aggregates: tuple[Aggregate, ...]
     numeric: tuple[str, ...]
     hashed: tuple[str, ...]
     retention_us: int
+    lateness_us: int
+    buckets: int
 
     @classmethod
-    def compile(cls, aggregates: Sequence[Aggregate], numeric_fields: Sequence[str], retention_s: int) -> StateLayout:
+    def compile(
+        cls, aggregates: Sequence[Aggregate], numeric_fields: Sequence[str], *, window_s: int, lateness_s: int,
+        buckets: int,
+    ) -> StateLayout:
         numeric: list[str] = []
         hashed: list[str] = []
         for a in aggregates:
@@ -140,7 +181,8 @@ class StateLayout:
             target = hashed if wants_hash else numeric
             if a.column not in target:
                 target.append(a.column)
-        return cls(tuple(aggregates), tuple(numeric), tuple(hashed), retention_s * MICROS)
+        return cls(tuple(aggregates), tuple(numeric), tuple(hashed), (window_s + lateness_s) * MICROS,
+                   lateness_s * MICROS, buckets)
 
     def array_of(self, agg: Aggregate) -> str | None:
         """The encoded column ``agg`` reads (None for a count of events)."""
@@ -160,94 +202,99 @@ class StateLayout:
     def encoded(self) -> list[str]:
         return [*(self.numeric_name(c) for c in self.numeric), *(self.hashed_name(c) for c in self.hashed)]
 
+    @property
+    def kept(self) -> list[str]:
+        """The arrays of one bucket's state row, in order."""
+        return [ENTITY, TS, ID_HASH, *self.encoded]
+
     def state_schema(self) -> str:
-        """One row per entity: each array as raw little-endian bytes (one state read and write per batch)."""
-        return ", ".join(f"`{c}` BINARY" for c in [TS, ID_HASH, *self.encoded])
+        """One row per bucket: each array as raw little-endian bytes (one state read and write per batch)."""
+        return ", ".join(f"`{c}` BINARY" for c in self.kept)
+
+    def encoded_aggregates(self) -> list[Aggregate]:
+        """The aggregates re-pointed at their encoded columns (what :func:`window_aggregates` reads)."""
+        return [a.model_copy(update={"column": self.array_of(a)}) for a in self.aggregates]
 
 
-def _buffers(row: Any, layout: StateLayout) -> dict[str, np.ndarray]:
-    names = [TS, ID_HASH, *layout.encoded]
+def _dtype(name: str) -> type:
+    return np.float64 if name.startswith("dl_v") else np.int64
+
+
+def load_state(row: Any, layout: StateLayout) -> dict[str, np.ndarray]:
+    """A bucket's kept events from its state row (empty arrays when it has none)."""
     if row is None:
-        return {n: np.empty(0, dtype=np.float64 if n.startswith("dl_v") else np.int64) for n in names}
-    return {n: np.frombuffer(row[i], dtype=np.float64 if n.startswith("dl_v") else np.int64)
-            for i, n in enumerate(names)}
+        return {n: np.empty(0, dtype=_dtype(n)) for n in layout.kept}
+    return {n: np.frombuffer(row[i], dtype=_dtype(n)) for i, n in enumerate(layout.kept)}
 
 
-def entity_batch(
+def bucket_batch(
     past: Mapping[str, np.ndarray], new: pd.DataFrame, layout: StateLayout
 ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
-    """One entity's micro-batch: the aggregates of its new events, which of them repeat an
-    event id already seen (in ``past`` or earlier in the batch), and the state to keep.
+    """One bucket's micro-batch: the aggregates of its new events, which of them repeat an
+    event id already kept or seen earlier in the batch (by arrival), and the state to keep.
 
-    ``new`` has :data:`TS`, :data:`ID_HASH` and the layout's encoded columns, in arrival order.
-    Repeats get no aggregates (NaN) and are not kept; the kept state is every event within
-    ``retention_us`` of the entity's newest event time.
+    ``new`` has :data:`ENTITY`, :data:`TS`, :data:`ID_HASH`, :data:`ARRIVAL` and the layout's
+    encoded columns. Repeats get no aggregates (NaN) and are not kept. The bucket's clock is
+    its newest event time, but never more than ``allowed_lateness`` past the newest arrival
+    (so a far-future event time cannot flush the state); events older than the clock minus
+    ``retention_us`` are dropped.
 
     Example::
 
-        values, repeated, keep = entity_batch(_buffers(None, layout), batch_rows, layout)
+        values, repeated, keep = bucket_batch(load_state(None, layout), rows, layout)
     """
     ids = new[ID_HASH].to_numpy(np.int64)
-    seen = set(past[ID_HASH].tolist())
-    repeated = np.zeros(len(ids), dtype=bool)
-    for i, h in enumerate(ids.tolist()):
-        if h in seen:
-            repeated[i] = True
-        else:
-            seen.add(h)
+    by_arrival = np.argsort(new[ARRIVAL].to_numpy(np.int64), kind="stable")
+    first = np.zeros(len(ids), dtype=bool)
+    _, first_at = np.unique(ids[by_arrival], return_index=True)
+    first[by_arrival[first_at]] = True
+    repeated = ~first | np.isin(ids, past[ID_HASH])
     fresh = new[~repeated]
-    new_cols = {c: fresh[c].to_numpy() for c in layout.encoded}
-    values = window_aggregates(
-        past[TS], {c: past[c] for c in layout.encoded},
-        fresh[TS].to_numpy(np.int64), new_cols, _encoded_aggregates(layout),
-    )
+    fresh_cols = {n: fresh[n].to_numpy(_dtype(n)) for n in layout.kept}
+    merged = {n: np.concatenate([past[n], fresh_cols[n]]) for n in layout.kept}
+    values = window_aggregates(merged[ENTITY], merged[TS], {c: merged[c] for c in layout.encoded}, len(past[TS]),
+                               layout.encoded_aggregates())
     out = {a.name: np.full(len(ids), np.nan) for a in layout.aggregates}
     for name, v in values.items():
         out[name][~repeated] = v
-    merged = {n: np.concatenate([past[n], fresh[n].to_numpy(past[n].dtype)]) for n in (TS, ID_HASH, *layout.encoded)}
-    newest = merged[TS].max() if len(merged[TS]) else 0
-    keep = merged[TS] >= newest - layout.retention_us
-    return out, repeated, {n: a[keep] for n, a in merged.items()}
+    if len(merged[TS]):
+        clock = min(int(merged[TS].max()), int(new[ARRIVAL].max()) + layout.lateness_us)
+        keep = merged[TS] >= clock - layout.retention_us
+        merged = {n: a[keep] for n, a in merged.items()}
+    return out, repeated, merged
 
 
-def _encoded_aggregates(layout: StateLayout) -> list[Aggregate]:
-    """The aggregates re-pointed at their encoded columns (what :func:`window_aggregates` reads)."""
-    return [a.model_copy(update={"column": layout.array_of(a)}) for a in layout.aggregates]
-
-
-class EntityFeatures(StatefulProcessor):
-    """``transformWithStateInPandas`` processor: per entity, the stream aggregates of each new
-    event from the events the entity keeps in state, repeats of a kept event id marked
-    ``duplicate``, and the state brought forward. Rows of :data:`BAD_KEY` (records that
-    failed validation) pass through untouched. Output: the input columns (encoded columns
-    dropped), ``reason``/``reasons`` updated for repeats, and one column per aggregate.
+class BucketFeatures(StatefulProcessor):
+    """``transformWithStateInPandas`` processor keyed by entity bucket: the stream aggregates
+    of each new event from the events its bucket keeps, repeats of a kept event id marked
+    ``duplicate``, and the state brought forward. Rows of :data:`BAD_BUCKET` (records that
+    failed validation) pass through untouched. Output: ``output_columns`` (the input's
+    pass-through columns, ``reason``/``reasons`` updated for repeats, one column per aggregate).
     """
 
-    def __init__(self, layout: StateLayout, output_columns: Sequence[str], ttl_ms: int | None = None) -> None:
+    def __init__(self, layout: StateLayout, output_columns: Sequence[str]) -> None:
         self.layout = layout
         self.output_columns = list(output_columns)
-        self.ttl_ms = ttl_ms
 
     def init(self, handle: StatefulProcessorHandle) -> None:
-        self.state = handle.getValueState("recent", self.layout.state_schema(), self.ttl_ms)
+        self.state = handle.getValueState("recent", self.layout.state_schema())
 
     def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Iterator[pd.DataFrame]:
         batch = pd.concat(list(rows), ignore_index=True)
-        if key[0] == BAD_KEY:
+        if int(key[0]) == BAD_BUCKET:
             for a in self.layout.aggregates:
                 batch[a.name] = np.nan
             yield batch[self.output_columns]
             return
-        stored = self.state.get() if self.state.exists() else None
-        past = _buffers(stored, self.layout)
-        values, repeated, keep = entity_batch(past, batch, self.layout)
+        past = load_state(self.state.get() if self.state.exists() else None, self.layout)
+        values, repeated, keep = bucket_batch(past, batch, self.layout)
         for name, v in values.items():
             batch[name] = v
         if repeated.any():
             batch.loc[repeated, "reason"] = DUPLICATE
             batch.loc[repeated, "reasons"] = pd.Series([[DUPLICATE]] * int(repeated.sum()),
                                                        index=batch.index[repeated], dtype=object)
-        self.state.update(tuple(keep[n].tobytes() for n in [TS, ID_HASH, *self.layout.encoded]))
+        self.state.update(tuple(keep[n].tobytes() for n in self.layout.kept))
         yield batch[self.output_columns]
 
     def close(self) -> None:

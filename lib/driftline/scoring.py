@@ -64,7 +64,18 @@ from driftline.catalog import PREDICTION_SCHEMA
 from driftline.config import PlatformConfig, UseCaseConfig, section_error, trigger_options
 from driftline.config.sections import RoutingSpec, StreamingSpec
 from driftline.delta import latest_version, read_delta, write_delta
-from driftline.entity_state import BAD_KEY, DUPLICATE, ID_HASH, KEY, NULL_HASH, TS, EntityFeatures, StateLayout
+from driftline.entity_state import (
+    ARRIVAL,
+    BAD_BUCKET,
+    BUCKET,
+    DUPLICATE,
+    ENTITY,
+    ID_HASH,
+    NULL_HASH,
+    TS,
+    BucketFeatures,
+    StateLayout,
+)
 from driftline.errors import RegistryError
 from driftline.features import (
     FeatureSpec,
@@ -522,20 +533,22 @@ def _quarantine_rows(bad: DataFrame, batch_id: int) -> DataFrame:
 
 
 def entity_layout(uc: UseCaseConfig) -> StateLayout:
-    """What the scoring query keeps per entity: the stream's aggregates (windows up to
-    ``streaming.stream_window_max``) over the entity's events within the longest of that,
-    ``streaming.dedupe_window`` and ``streaming.allowed_lateness``."""
+    """What the scoring query keeps: the stream's aggregates (windows up to
+    ``streaming.stream_window_max``) over events within the longest of that and
+    ``streaming.dedupe_window``, plus ``streaming.allowed_lateness``, in
+    ``streaming.state_buckets`` state rows."""
     stream_spec, _ = split_aggregates(feature_spec(uc), uc.streaming.stream_window_max_s)
     numeric = [f.name for f in uc.schema_ if f.type in ("int", "long", "double")]
-    retention = max(uc.streaming.stream_window_max_s, uc.streaming.dedupe_window_s) + uc.streaming.allowed_lateness_s
-    return StateLayout.compile(stream_spec.aggregates, numeric, retention)
+    s = uc.streaming
+    return StateLayout.compile(stream_spec.aggregates, numeric, window_s=max(s.stream_window_max_s, s.dedupe_window_s),
+                               lateness_s=s.allowed_lateness_s, buckets=s.state_buckets)
 
 
 def scoring_stream(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig) -> DataFrame:
     """The streaming half of the scoring query: Kafka → parse and check each record once →
-    per-entity state (stream aggregates, repeats) → rows for :class:`BatchScorer`.
+    bucketed per-entity state (stream aggregates, repeats) → rows for :class:`BatchScorer`.
 
-    Good and bad records flow through together (bad ones under one key of their own,
+    Good and bad records flow through together (bad ones in a bucket of their own,
     untouched), so one micro-batch is one pass.
     """
     from driftline.quality import check_records
@@ -548,6 +561,7 @@ def scoring_stream(spark: SparkSession, platform: PlatformConfig, uc: UseCaseCon
     checked = check_records(raw, dataset)
     entity = F.col("parsed")[uc.entity_key]
     good = F.col("reason").isNull() & entity.isNotNull()
+    entity_hash = F.xxhash64(entity.cast("string"))
     fields = [f.name for f in dataset.fields]
 
     def hashed(c: str) -> Column:
@@ -555,9 +569,12 @@ def scoring_stream(spark: SparkSession, platform: PlatformConfig, uc: UseCaseCon
         return F.when(value.isNull(), F.lit(NULL_HASH)).otherwise(F.xxhash64(value))
 
     keyed = checked.select(
-        F.when(good, entity.cast("string")).otherwise(F.lit(BAD_KEY)).alias(KEY),
+        F.when(good, F.pmod(entity_hash, F.lit(layout.buckets))).otherwise(F.lit(BAD_BUCKET)).cast("int")
+        .alias(BUCKET),
+        entity_hash.alias(ENTITY),
         F.coalesce(F.unix_micros(F.col("parsed")[uc.event_time]), F.lit(0)).alias(TS),
         F.xxhash64(F.col("parsed")[uc.event_id]).alias(ID_HASH),
+        F.unix_micros(F.col("kafka_timestamp")).alias(ARRIVAL),
         *[F.col("parsed")[c].cast("double").alias(layout.numeric_name(c)) for c in layout.numeric],
         *[hashed(c).alias(layout.hashed_name(c)) for c in layout.hashed],
         *[F.col("parsed")[c].alias(c) for c in fields],
@@ -565,7 +582,7 @@ def scoring_stream(spark: SparkSession, platform: PlatformConfig, uc: UseCaseCon
         F.when(~good, F.col("value")).alias("value"),
         F.col("reason"), F.col("reasons"),
     )
-    internal = {KEY, TS, ID_HASH, *layout.encoded}
+    internal = {BUCKET, ENTITY, TS, ID_HASH, ARRIVAL, *layout.encoded}
     passthrough = [f for f in keyed.schema.fields if f.name not in internal]
     # timestamps cross the pandas bridge as microseconds: pandas' nanoseconds end in 2262,
     # and a far-future (valid or not) event time must never stop the query
@@ -573,10 +590,8 @@ def scoring_stream(spark: SparkSession, platform: PlatformConfig, uc: UseCaseCon
     keyed = keyed.select(*[F.unix_micros(F.col(c)).alias(c) if c in times else F.col(c) for c in keyed.columns])
     bridged = [T.StructField(f.name, T.LongType()) if f.name in times else f for f in passthrough]
     out_schema = T.StructType([*bridged, *[T.StructField(a.name, T.DoubleType()) for a in layout.aggregates]])
-    ttl_ms = stream.state_ttl_s * 1000 if stream.state_ttl_s else None
-    processor = EntityFeatures(layout, [f.name for f in out_schema.fields], ttl_ms)
-    stateful = keyed.groupBy(F.col(KEY)).transformWithStateInPandas(
-        processor, out_schema, "Append", "ProcessingTime" if ttl_ms else "None")
+    processor = BucketFeatures(layout, [f.name for f in out_schema.fields])
+    stateful = keyed.groupBy(F.col(BUCKET)).transformWithStateInPandas(processor, out_schema, "Append", "None")
     counts = {"count", "distinct_count"}
     return stateful.select(
         *[F.timestamp_micros(F.col(f.name)).alias(f.name) if f.name in times else F.col(f.name) for f in passthrough],

@@ -9,7 +9,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 
 from driftline.config import UseCaseConfig
-from driftline.entity_state import MICROS, window_aggregates
+from driftline.entity_state import MICROS, NULL_HASH, window_aggregates
 from driftline.features import feature_spec, point_in_time_features
 
 AGGS = [
@@ -54,22 +54,30 @@ def test_window_aggregates_equal_point_in_time_features_split_at_any_batch(spark
     expected = expected.set_index("id").sort_index()
 
     ts_us = ((frame["ts"] - t0).dt.total_seconds().to_numpy() * MICROS).astype(np.int64)
+    entity = pd.util.hash_array(frame["user"].to_numpy()).astype(np.int64)
+    shop = np.array([NULL_HASH if v is None else hash(v) for v in frame["shop"]], dtype=np.int64)
+    columns = {"amount": frame["amount"].to_numpy(), "shop": shop}
     got = []
-    for _user, rows in frame.assign(ts_us=ts_us).groupby("user"):
-        # three micro-batches per entity, in arrival order; each sees the earlier ones as past
-        parts = np.array_split(rows, 3)
-        past = rows.iloc[:0]
-        for part in parts:
-            values = window_aggregates(
-                past["ts_us"].to_numpy(), {"amount": past["amount"].to_numpy(), "shop": past["shop"].to_numpy()},
-                part["ts_us"].to_numpy(), {"amount": part["amount"].to_numpy(), "shop": part["shop"].to_numpy()},
-                spec.aggregates,
-            )
-            got.append(pd.DataFrame(values, index=part["id"]))
-            past = pd.concat([past, part])
+    # three micro-batches over all entities; each sees the earlier ones as past (arrival order = time order)
+    bounds = [0, 130, 260, n]
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        idx = np.concatenate([np.arange(0, a), np.arange(a, b)])
+        values = window_aggregates(entity[idx], ts_us[idx], {c: v[idx] for c, v in columns.items()}, a,
+                                   spec.aggregates)
+        got.append(pd.DataFrame(values, index=frame["id"].iloc[a:b]))
     got_frame = pd.concat(got).sort_index()
     assert list(got_frame.index) == list(expected.index)
     for agg in spec.aggregates:
         pd.testing.assert_series_equal(got_frame[agg.name].astype(float), expected[agg.name].astype(float),
                                        check_names=False, rtol=1e-9, atol=1e-9)
     assert expected["n_10m"].max() >= 3 and expected["std_1h"].notna().any() and expected["std_1h"].isna().any()
+
+
+def test_far_apart_event_times_fall_back_to_one_entity_at_a_time() -> None:
+    agg = [a for a in usecase().features.aggregates if a.name in ("n_10m", "sum_1h")]
+    entities = np.array([1, 1, 2, 2, 2], dtype=np.int64)
+    times = np.array([0, 60, 0, 30, 10**15], dtype=np.int64) * MICROS // 1000  # one far-future time
+    columns = {"amount": np.array([1.0, 2.0, 4.0, 8.0, 16.0]), "shop": np.zeros(5, dtype=np.int64)}
+    out = window_aggregates(entities, times, columns, 2, agg)
+    assert out["n_10m"].tolist() == [0.0, 1.0, 0.0]
+    assert out["sum_1h"].tolist() == [0.0, 4.0, 0.0]

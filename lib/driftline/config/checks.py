@@ -149,7 +149,6 @@ def check_streaming(uc: UseCaseConfig) -> None:
         uc.streaming.dedupe_window_s  # noqa: B018 - parsing is the check
         uc.streaming.stream_window_max_s  # noqa: B018
         uc.streaming.allowed_lateness_s  # noqa: B018
-        uc.streaming.state_ttl_s  # noqa: B018
     except ConfigError as e:
         raise ConfigError(f"usecase {uc.name}: {e}") from e
     try:

@@ -315,11 +315,11 @@ class StreamingSpec(Strict):
     max_offsets_per_trigger: int | None = Field(100_000, ge=1)
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     stream_window_max: str = "1h"
-    # how far behind an entity's newest event a late event may arrive and still see every
-    # earlier event its windows need (the entity keeps that much more event time in state)
+    # how far behind the stream's newest event time a late event may arrive and still see
+    # every earlier event its windows need (state keeps that much more event time)
     allowed_lateness: str = "10 minutes"
-    # an entity with no event for this long (wall clock) is dropped from state; "0s": never
-    state_ttl: str = "24h"
+    # entities are hashed into this many state rows, each read and written once a micro-batch
+    state_buckets: int = Field(16, ge=1, le=4096)
     publish: bool = True
 
     @property
@@ -333,10 +333,6 @@ class StreamingSpec(Strict):
     @property
     def allowed_lateness_s(self) -> int:
         return whole_seconds(self.allowed_lateness, key="streaming.allowed_lateness", allow_zero=True, words=True)
-
-    @property
-    def state_ttl_s(self) -> int:
-        return whole_seconds(self.state_ttl, key="streaming.state_ttl", allow_zero=True, words=True)
 
 
 class RoutingSpec(Strict):
