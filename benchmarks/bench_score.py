@@ -225,7 +225,7 @@ class StageLog(logging.Handler):
         args = cast(tuple[Any, ...], record.args)
         stages = {k: float(v[:-1]) for k, v in (part.rsplit(" ", 1) for part in str(args[-1]).split(", ") if part)}
         self.batches.append({"batch_id": int(args[0]), "scored": int(args[1]), "quarantined": int(args[2]),
-                             "total_s": float(args[6]), "stages": stages})
+                             "total_s": float(args[-2]), "stages": stages})
 
 
 def progress_summary(progress: Sequence[dict[str, Any]], skip_first: bool = True) -> dict[str, Any]:
@@ -280,6 +280,11 @@ def run_driftline(spark: Any, platform: PlatformConfig, uc: UseCaseConfig, expec
         raise RuntimeError(f"scoring query failed: {query.exception()}")
     summary = progress_summary(query.recentProgress)
     summary.update(spark_jobs(spark, str(query.runId)))
+    from driftline.query_metrics import batch_jobs
+
+    per_batch = batch_jobs(spark, str(query.id))
+    summary["jobs_per_batch"] = {str(b): n for b, (n, _) in sorted(per_batch.items())}
+    summary["max_jobs_per_batch"] = max((n for n, _ in per_batch.values()), default=None)
     preds = DeltaTable(predictions_path(platform, uc)).to_pandas(columns=["route"])
     quarantine_path = quarantine_stream_path(platform, uc)
     quarantined = len(DeltaTable(quarantine_path).to_pandas(columns=["reason"])) if Path(quarantine_path).exists() else 0

@@ -194,6 +194,8 @@ QUERY_METRICS_SCHEMA = T.StructType([
     T.StructField("event_time_max", T.TimestampType(), True),
     T.StructField("watermark", T.TimestampType(), True),
     T.StructField("event_to_output_latency_ms", T.LongType(), True),
+    T.StructField("spark_jobs", T.LongType(), True),
+    T.StructField("spark_stages", T.LongType(), True),
     T.StructField("app_name", T.StringType(), True),
     T.StructField("recorded_at", T.TimestampType(), False),
 ])
@@ -268,7 +270,7 @@ TABLES: dict[str, Table] = _tables(
           writer="pipelines.build_features"),
     Table("features_online", "gold", "{uc}_features_online", "latest aggregate values per entity (MERGE)",
           keys=("<entity>",), writer="pipelines.build_features"),
-    Table("features_stream", "gold", "{uc}_features_stream", "recent stream events the scoring query keeps",
+    Table("features_stream", "gold", "{uc}_features_stream", "each scored event with the features it was served with (written, never read, by the query)",
           keys=("<event_id>",), writer="pipelines.score"),
     Table("predictions", "predictions", "{uc}", "online predictions, exactly once per batch id",
           PREDICTION_SCHEMA, ("event_id", "route"), writer="pipelines.score"),

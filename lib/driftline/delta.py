@@ -180,8 +180,11 @@ def write_delta(
     txn: tuple[str, int] | None = None,
     partition_by: Sequence[str] = (),
     replace_where: str | None = None,
+    merge_schema: bool = False,
 ) -> None:
     """Write ``df`` to the Delta table at ``path`` in one commit.
+
+    ``merge_schema`` lets an append add new columns (a table written by an older version).
 
     ``txn=(app_id, version)`` makes the write idempotent: Delta skips it when
     a commit with that app id and a version at least as high already exists.
@@ -210,6 +213,8 @@ def write_delta(
         if not app_id or version < 0:
             raise UsageError(f"txn: expected (non-empty app id, version >= 0), got {txn!r}")
         writer = writer.option("txnAppId", app_id).option("txnVersion", str(version))
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(path)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import re
 import threading
 import time
 import uuid
@@ -81,7 +82,37 @@ def _number(value: Any, kind: type[int] | type[float]) -> Any:
     return None if isinstance(out, float) and out != out else out  # NaN -> null
 
 
-def progress_row(progress: Any, app_name: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+def batch_jobs(spark: SparkSession, query_id: str) -> dict[int, tuple[int, int]]:
+    """(Spark jobs, stages) each micro-batch of query ``query_id`` ran, from the driver's
+    status store (kept for the last ``spark.ui.retainedJobs`` jobs; works with the UI off).
+    The fixed cost of a micro-batch grows with its job count: keep it small.
+
+    Example::
+
+        batch_jobs(spark, str(query.id))  # {0: (5, 7), 1: (4, 6), ...}
+    """
+    jvm_sc = spark.sparkContext._jsc.sc()  # type: ignore[union-attr]
+    jobs = jvm_sc.statusStore().jobsList(None)
+    found: dict[int, tuple[int, int]] = {}
+    for i in range(jobs.size()):
+        job = jobs.apply(i)
+        description = job.description()
+        text = str(description.get()) if description.isDefined() else ""
+        if f"id = {query_id}" not in text:
+            continue
+        match = _BATCH.search(text)
+        if match:
+            batch = int(match.group(1))
+            n_jobs, n_stages = found.get(batch, (0, 0))
+            found[batch] = (n_jobs + 1, n_stages + int(job.stageIds().size()))
+    return found
+
+
+_BATCH = re.compile(r"batch = (\d+)")
+
+
+def progress_row(progress: Any, app_name: str | None = None, now: datetime | None = None,
+                 jobs: tuple[int, int] | None = None) -> dict[str, Any]:
     """One :data:`QUERY_METRICS_SCHEMA` row (a dict) from a ``StreamingQueryProgress``
     (or anything with its attributes, e.g. a test double)."""
     started = parse_spark_time(progress.timestamp)
@@ -113,6 +144,8 @@ def progress_row(progress: Any, app_name: str | None = None, now: datetime | Non
         "event_time_max": newest,
         "watermark": parse_spark_time(event_time.get("watermark")),
         "event_to_output_latency_ms": latency,
+        "spark_jobs": None if jobs is None else jobs[0],
+        "spark_stages": None if jobs is None else jobs[1],
         "app_name": app_name,
         "recorded_at": now or datetime.now(UTC),
     }
@@ -156,7 +189,12 @@ class QueryMetricsListener(StreamingQueryListener):
 
     def onQueryProgress(self, event: Any) -> None:
         try:
-            row = progress_row(event.progress, self._app_name)
+            progress = event.progress
+            try:
+                jobs = batch_jobs(self._session, str(progress.id)).get(int(progress.batchId))
+            except Exception:  # the status store is a diagnostic: never lose the row for it
+                jobs = None
+            row = progress_row(progress, self._app_name, jobs=jobs)
             with self._changed:
                 self._rows.append(row)
                 if len(self._rows) > self.max_buffer:
@@ -212,7 +250,7 @@ class QueryMetricsListener(StreamingQueryListener):
             try:
                 df = self._session.createDataFrame([tuple(r[c] for c in QUERY_METRICS_COLUMNS) for r in rows],
                                                 QUERY_METRICS_SCHEMA)
-                write_delta(df, self.path, mode="append", txn=(self._txn_app, self._txn_version))
+                write_delta(df, self.path, mode="append", txn=(self._txn_app, self._txn_version), merge_schema=True)
             except BaseException:
                 with self._lock:
                     self._rows[:0] = rows
@@ -335,7 +373,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 QUERY_TABLE = (
     ("query", "query_name"), ("batch", "batch_id"), ("time (UTC)", "timestamp"), ("input rows", "num_input_rows"),
     ("input/s", "input_rows_per_second"), ("processed/s", "processed_rows_per_second"),
-    ("batch ms", "batch_duration_ms"), ("latency ms", "event_to_output_latency_ms"),
+    ("batch ms", "batch_duration_ms"), ("jobs", "spark_jobs"), ("latency ms", "event_to_output_latency_ms"),
     ("state rows", "state_rows_total"), ("dropped", "rows_dropped_by_watermark"),
 )
 

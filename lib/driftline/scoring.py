@@ -1,34 +1,40 @@
 """Online scoring in Structured Streaming: Kafka events → features → champion,
 shadow or canary challenger → Delta (exactly once) and Kafka.
 
-One micro-batch, in order (:class:`BatchScorer`)::
+One query, one pass per micro-batch::
 
-    Kafka <uc>.events ─ dedupe by event id within ``streaming.dedupe_window`` (state in the checkpoint)
-      └ foreachBatch(batch, batch_id)
-          1. the batch's plan: champion / challenger versions and routing, decided once
-             per batch id and kept next to the checkpoint, so a replay reuses it
-          2. parse PERMISSIVE with the use case's schema (driftline.quality.classify);
-             bad records → quarantine/<uc>_events_stream + <uc>.dlq (reason + topic/partition/offset)
-          3. features from the SAME definitions as the batch jobs (driftline.features):
-             aggregates over windows up to ``streaming.stream_window_max`` from the stream
-             itself (point in time over the batch and the earlier events kept in
-             gold/<uc>_features_stream), longer windows and label aggregates from
-             gold/<uc>_features_online
-          4. champion scores natively (PipelineModel.transform); the challenger in
-             shadow (scored, stored, never served) or canary (a stable hash of the entity
-             picks ``share`` of entities, served by the challenger)
-          5. predictions/<uc> and gold/<uc>_features_stream written with
-             txnAppId/txnVersion = (query, batch id): a replayed batch is skipped by Delta
-          6. served predictions → <uc>.predictions (at least once; key = event id)
+    Kafka <uc>.events
+      → parse and check every record once (driftline.quality.check_records)
+      → transformWithStateInPandas keyed by entity bucket (driftline.entity_state): each
+        event's stream aggregates (windows up to ``streaming.stream_window_max``, the batch
+        definition) from the events its bucket keeps in the state store; a repeat of a kept
+        event id is marked ``duplicate``; bad records pass through in a bucket of their own
+      → foreachBatch (:class:`BatchScorer`):
+          1. the batch's plan: champion / challenger versions, routing and the version of
+             gold/<uc>_features_online, decided once per batch id and kept next to the
+             checkpoint, so a replay scores with the same models and features
+          2. features completed in the same plan: longer windows and label aggregates from
+             the online table (read once per Delta version, cached), time of day, ratios
+          3. champion scores natively (PipelineModel.transform); the challenger in shadow
+             (scored, stored, never served) or canary (a stable hash of the entity picks
+             ``share`` of entities, served by the challenger); class 1 when score >= model.threshold
+          4. one Delta append per table with txnAppId/txnVersion = (query, batch id):
+             predictions/<uc>, gold/<uc>_features_stream (what was served), quarantine/<uc>_events_stream
+          5. one Kafka write: served predictions → <uc>.predictions, bad records → <uc>.dlq
+             (at least once; keyed by event id)
+
+No table that grows with history is read on the hot path; counts come from ``observe``.
 
 Settings (use-case YAML)::
 
     streaming:
       trigger: 5 seconds               # or availableNow / once
-      dedupe_window: 10 minutes        # a repeat of an event id arriving within this is dropped
+      dedupe_window: 10 minutes        # a repeat of an event id within this much event time is quarantined
       max_offsets_per_trigger: 100000
       starting_offsets: earliest       # | latest, for a new checkpoint
       stream_window_max: 1h            # aggregates over longer windows come from the online table
+      allowed_lateness: 10 minutes     # a late event still sees every earlier event its windows need
+      state_buckets: 16                # entities hashed into this many state rows
       publish: true                    # <uc>.predictions and <uc>.dlq
     routing:
       mode: shadow                     # champion | shadow | canary
@@ -76,7 +82,7 @@ from driftline.entity_state import (
     BucketFeatures,
     StateLayout,
 )
-from driftline.errors import RegistryError
+from driftline.errors import ConfigError, RegistryError
 from driftline.features import (
     FeatureSpec,
     feature_spec,
@@ -148,37 +154,109 @@ class BatchPlan:
         return cls(**json.loads(text))
 
 
-class PlanLog:
-    """One small JSON file per batch id under ``<checkpoint>/driftline-plans`` (any
-    Hadoop file system, like the checkpoint itself): written before the batch
-    writes anything, read back when Spark replays the batch id."""
+class CheckpointFiles:
+    """Small text files in and next to a checkpoint, on any Hadoop file system (like the checkpoint)."""
 
     def __init__(self, spark: SparkSession, checkpoint: str) -> None:
         jvm = spark.sparkContext._jvm
         assert jvm is not None
         self._jvm = jvm
-        self._dir = jvm.org.apache.hadoop.fs.Path(checkpoint.rstrip("/") + "/driftline-plans")
-        self._fs = self._dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+        self.root = checkpoint.rstrip("/")
+        self._fs = jvm.org.apache.hadoop.fs.Path(self.root).getFileSystem(
+            spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
 
-    def _path(self, batch_id: int) -> Any:
-        return self._jvm.org.apache.hadoop.fs.Path(self._dir, str(batch_id))
+    def _path(self, name: str) -> Any:
+        return self._jvm.org.apache.hadoop.fs.Path(f"{self.root}/{name}")
 
-    def get(self, batch_id: int) -> BatchPlan | None:
-        path = self._path(batch_id)
+    def read(self, name: str) -> str | None:
+        path = self._path(name)
         if not self._fs.exists(path):
             return None
         stream = self._fs.open(path)
         try:
-            return BatchPlan.from_json(str(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")))
+            return str(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
         finally:
             stream.close()
 
-    def put(self, plan: BatchPlan) -> None:
-        out = self._fs.create(self._path(plan.batch_id), True)
+    def write(self, name: str, text: str) -> None:
+        out = self._fs.create(self._path(name), True)
         try:
-            out.write(bytearray(plan.to_json().encode()))
+            out.write(bytearray(text.encode()))
         finally:
             out.close()
+
+    def numbers(self, directory: str) -> list[int]:
+        """The numbered files of ``directory`` (Spark's ``offsets/`` and ``commits/`` logs), sorted."""
+        path = self._path(directory)
+        if not self._fs.exists(path):
+            return []
+        names = (str(st.getPath().getName()) for st in self._fs.listStatus(path))
+        return sorted(int(n) for n in names if n.isdigit())
+
+
+class PlanLog:
+    """One small JSON file per batch id under ``<checkpoint>/driftline-plans``: written before
+    the batch writes anything, read back when Spark replays the batch id."""
+
+    def __init__(self, spark: SparkSession, checkpoint: str) -> None:
+        self._files = CheckpointFiles(spark, checkpoint)
+
+    def get(self, batch_id: int) -> BatchPlan | None:
+        text = self._files.read(f"driftline-plans/{batch_id}")
+        return None if text is None else BatchPlan.from_json(text)
+
+    def put(self, plan: BatchPlan) -> None:
+        self._files.write(f"driftline-plans/{plan.batch_id}", plan.to_json())
+
+
+# The scoring query's plan, recorded in its checkpoint. Spark cannot restart a checkpoint
+# under a changed stateful plan; this says so at once, with what to do.
+QUERY_LAYOUT = "driftline-scoring 2 (per-entity state in buckets)"
+
+
+def check_checkpoint(spark: SparkSession, checkpoint: str) -> None:
+    """Refuse a checkpoint written by another version of the scoring query, naming the migration."""
+    files = CheckpointFiles(spark, checkpoint)
+    layout = files.read("driftline-layout")
+    if layout is None and files.numbers("offsets"):
+        raise ConfigError(
+            f"checkpoint {checkpoint}: written by an earlier scoring query whose state Spark cannot reuse. "
+            f"Start on a new checkpoint from where it stopped: streaming/score.py --usecase <uc> "
+            f"--checkpoint <new path> --migrate-from {checkpoint}"
+        )
+    if layout is not None and layout.strip() != QUERY_LAYOUT:
+        raise ConfigError(f"checkpoint {checkpoint}: written by {layout.strip()!r}, this is {QUERY_LAYOUT!r}; "
+                          "use a new checkpoint with --migrate-from")
+
+
+def migration_offsets(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, old_checkpoint: str) -> str:
+    """Kafka starting offsets (Spark's JSON) for a new scoring checkpoint that takes over
+    from ``old_checkpoint``: the end offsets of the newest batch whose predictions reached
+    ``predictions/<uc>`` (one atomic Delta commit per batch), so nothing is scored twice and
+    nothing is skipped. Run it with the old query stopped.
+
+    Example::
+
+        migration_offsets(spark, platform, uc, "/ck/score/fraud")  # '{"fraud.events": {"0": 812, ...}}'
+    """
+    files = CheckpointFiles(spark, old_checkpoint)
+    planned = files.numbers("offsets")
+    if not planned:
+        raise ConfigError(f"--migrate-from {old_checkpoint}: no offsets log there; is it a streaming checkpoint?")
+    path = predictions_path(platform, uc)
+    written = read_delta(spark, path).agg(F.max("batch_id").alias("b")).first() if latest_version(spark, path) \
+        is not None else None
+    last = None if written is None or written["b"] is None else int(written["b"])
+    if last is None:
+        return "earliest"
+    if last not in planned:
+        raise ConfigError(f"--migrate-from {old_checkpoint}: predictions hold batch {last}, which its offsets log "
+                          f"no longer has (kept: {planned[0]}..{planned[-1]}); is this the right checkpoint?")
+    lines = (files.read(f"offsets/{last}") or "").splitlines()
+    sources = [line for line in lines[2:] if line.strip().startswith("{")]
+    if len(sources) != 1:
+        raise ConfigError(f"--migrate-from {old_checkpoint}: expected one Kafka source in offsets/{last}")
+    return sources[0].strip()
 
 
 def current_routing(tags: dict[str, str], default: RoutingSpec) -> RoutingSpec:
@@ -382,12 +460,14 @@ class BatchScorer:
         self._online: tuple[int, DataFrame] | None = None
         self.timings: dict[str, float] = {}
         self.counts: dict[str, int] = {}
+        self.replaying = False
 
     # -- plans, models and the online table
 
     def plan(self, batch_id: int) -> BatchPlan:
         """The recorded plan of ``batch_id`` (a replay), else a new one, recorded before use."""
         recorded = self.plans.get(batch_id)
+        self.replaying = recorded is not None
         if recorded is not None:
             log.info("batch %d: replay, scoring with the recorded plan %s", batch_id, recorded)
             return recorded
@@ -465,6 +545,10 @@ class BatchScorer:
                 with self._timed("score"):
                     write_delta(predictions, predictions_path(self.platform, self.uc), mode="append",
                                 txn=self._txn(batch_id, "predictions"))
+                if self.replaying:
+                    # Delta skips a write whose transaction id it already has, without running the
+                    # plan: on a replay, run it once so the counts (and the cache) exist
+                    rows.count()
                 self.counts = {k: int(v or 0) for k, v in observation.get.items()}
                 if self.counts["rows"] > self.counts["quarantined"]:
                     with self._timed("features"):
@@ -544,7 +628,9 @@ def entity_layout(uc: UseCaseConfig) -> StateLayout:
                                lateness_s=s.allowed_lateness_s, buckets=s.state_buckets)
 
 
-def scoring_stream(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig) -> DataFrame:
+def scoring_stream(
+    spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, *, starting_offsets: str | None = None
+) -> DataFrame:
     """The streaming half of the scoring query: Kafka → parse and check each record once →
     bucketed per-entity state (stream aggregates, repeats) → rows for :class:`BatchScorer`.
 
@@ -556,8 +642,8 @@ def scoring_stream(spark: SparkSession, platform: PlatformConfig, uc: UseCaseCon
     stream = streaming_spec(uc)
     dataset = event_dataset(uc)
     layout = entity_layout(uc)
-    raw = raw_records(read_kafka_stream(spark, platform.kafka, uc.topic("events"), stream.starting_offsets,
-                                        stream.max_offsets_per_trigger))
+    raw = raw_records(read_kafka_stream(spark, platform.kafka, uc.topic("events"),
+                                        starting_offsets or stream.starting_offsets, stream.max_offsets_per_trigger))
     checked = check_records(raw, dataset)
     entity = F.col("parsed")[uc.entity_key]
     good = F.col("reason").isNull() & entity.isNotNull()
@@ -602,6 +688,7 @@ def scoring_stream(spark: SparkSession, platform: PlatformConfig, uc: UseCaseCon
 def start_scoring(
     spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, *, trigger: str | None = None,
     checkpoint: str | None = None, idempotent: bool = True, on_batch: Callable[[int], None] | None = None,
+    migrate_from: str | None = None,
 ) -> StreamingQuery:
     """Start the scoring query of ``uc`` (see the module docstring); returns the running query.
 
@@ -614,6 +701,15 @@ def start_scoring(
 
     stream = streaming_spec(uc)
     checkpoint = checkpoint or score_checkpoint(platform, uc)
+    files = CheckpointFiles(spark, checkpoint)
+    starting = None
+    if migrate_from is not None:
+        if files.numbers("offsets"):
+            raise ConfigError(f"--migrate-from: the new checkpoint {checkpoint} is already in use; name an empty one")
+        starting = migration_offsets(spark, platform, uc, migrate_from)
+        log.info("scoring %s: taking over from %s at offsets %s", uc.name, migrate_from, starting)
+    check_checkpoint(spark, checkpoint)
+    files.write("driftline-layout", QUERY_LAYOUT)
     ensure_topics(platform.kafka, [uc.topic(k) for k in ("events", "predictions", "dlq")])
     scorer = BatchScorer(spark, platform, uc, checkpoint, idempotent=idempotent)
 
@@ -623,7 +719,7 @@ def start_scoring(
             on_batch(batch_id)
 
     return (
-        scoring_stream(spark, platform, uc).writeStream.foreachBatch(each_batch)
+        scoring_stream(spark, platform, uc, starting_offsets=starting).writeStream.foreachBatch(each_batch)
         .queryName(f"score-{uc.name}")
         .outputMode("append")
         .option("checkpointLocation", checkpoint)

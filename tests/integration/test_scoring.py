@@ -27,12 +27,14 @@ from pyspark.sql import functions as F
 
 from driftline import catalog
 from driftline.config import PROJECT_ROOT, PlatformConfig, UseCaseConfig, load_usecase
-from driftline.errors import RegistryError
+from driftline.entity_state import TS
+from driftline.errors import ConfigError, RegistryError
 from driftline.features import feature_spec, point_in_time_features
 from driftline.kafka.clients import ensure_topics, make_consumer, make_producer
 from driftline.kafka.spark import raw_records, read_kafka_batch
 from driftline.produce import produce_usecase
 from driftline.quality import classify, event_dataset, good_records
+from driftline.query_metrics import batch_jobs
 from driftline.registry import client_for, model_name, promote, register_version, rollback
 from driftline.scoring import (
     BUCKETS,
@@ -42,6 +44,7 @@ from driftline.scoring import (
     canary_bucket,
     predictions_path,
     quarantine_stream_path,
+    route_and_score,
     score_checkpoint,
     set_routing,
     split_aggregates,
@@ -49,7 +52,7 @@ from driftline.scoring import (
 )
 from driftline.simulate import encode_json_lines, make_generator
 from driftline.tracking import MODEL_ARTIFACT, pip_requirements
-from driftline.training import build_pipeline, model_spec
+from driftline.training import batch_predictions, build_pipeline, model_spec
 
 FRAUD = load_usecase("fraud")
 
@@ -432,3 +435,106 @@ def test_stream_features_equal_the_backfill_across_batches_late_events_and_a_res
         pd.testing.assert_series_equal(got.loc[complete_ids, n].astype(float),
                                        backfill.loc[complete_ids, n].astype(float), check_names=False)
     assert got["txn_count_1h"].max() >= 10  # the windows hold earlier events, across the restart
+
+
+def test_a_replay_reads_the_online_table_version_of_its_first_attempt(
+    spark: SparkSession, platform: PlatformConfig, runs: dict[str, str], tmp_path: Path
+) -> None:
+    uc = scoring_usecase(routing={"mode": "champion"})
+    register_models(spark, platform, uc, runs)
+    path = catalog.path(platform, "features_online", uc)
+    row = {uc.entity_key: "c1", "as_of": pd.Timestamp("2024-01-31"), "txn_count_24h": 1, "amount_mean_7d": 5.0,
+           "amount_std_7d": 1.0, "merchants_distinct_24h": 1, "countries_distinct_7d": 1, "frauds_known_7d": 0.0}
+    spark.createDataFrame(pd.DataFrame([row])).write.format("delta").save(path)
+    scorer = BatchScorer(spark, platform, uc, str(tmp_path / "cp"))
+    first = scorer.plan(5)
+    assert first.online_version == 0
+    spark.createDataFrame(pd.DataFrame([{**row, "txn_count_24h": 99}])).write.format("delta").mode("overwrite").save(path)
+    replay = BatchScorer(spark, platform, uc, str(tmp_path / "cp")).plan(5)  # a restarted driver replays batch 5
+    assert replay == first
+    online = scorer.online(replay.online_version)
+    assert online is not None and online.collect()[0]["txn_count_24h"] == 1  # the version it first read
+    assert scorer.plan(6).online_version == 1
+    assert scorer.online(1).collect()[0]["txn_count_24h"] == 99  # type: ignore[union-attr]
+
+
+def test_batch_and_streaming_scoring_decide_alike_at_a_threshold_other_than_half(
+    spark: SparkSession, platform: PlatformConfig, runs: dict[str, str]
+) -> None:
+    model = {**FRAUD.raw("model"), "threshold": 0.3}
+    uc = scoring_usecase(routing={"mode": "champion"}, model=model)
+    register_models(spark, platform, uc, runs)
+    champion = load_model(platform, uc, 1)
+    rows = _gold_frame(spark, 300, 12).select(
+        "*", F.concat(F.lit("e"), F.monotonically_increasing_id().cast("string")).alias(uc.event_id),
+        F.lit("c1").alias(uc.entity_key), F.lit("2024-02-01 00:00:00").cast("timestamp").alias(uc.event_time),
+    ).cache()
+    batch = pdf(batch_predictions(champion, rows, uc, model_name=model_name(uc), model_version=1,
+                                  batch_key="2024-02-01")).set_index(uc.event_id).sort_index()
+    plan = BatchPlan(0, 1, None, "champion", 0.0)
+    stream = pdf(route_and_score(rows.withColumn("kafka_timestamp", F.current_timestamp()), plan, {1: champion}, uc,
+                                 model_spec(uc).threshold, model_name(uc))).set_index("event_id").sort_index()
+    assert list(batch.index) == list(stream.index)
+    assert np.allclose(batch["score"], stream["score"], rtol=0, atol=1e-12)
+    assert (batch["prediction"] == stream["prediction"]).all()
+    # the threshold matters: some rows score between 0.3 and 0.5, and both call them positive
+    between = (batch["score"] >= 0.3) & (batch["score"] < 0.5)
+    assert between.any() and (batch.loc[between, "prediction"] == 1.0).all()
+
+
+def test_few_jobs_per_micro_batch_and_state_bounded_by_event_time(
+    spark: SparkSession, platform: PlatformConfig, runs: dict[str, str], tmp_path: Path
+) -> None:
+    """Five hours of event time through small micro-batches: every batch runs at most 8 Spark
+    jobs (counted from the driver's status store), and the state holds exactly the events
+    within the retention of each bucket's clock: it levels off instead of growing with history."""
+    uc = scoring_usecase(routing={"mode": "shadow"}, streaming={"max_offsets_per_trigger": 400, "state_buckets": 4})
+    register_models(spark, platform, uc, runs)
+    assert produce_usecase(platform, uc, events=3000, seed=21, labels=False).acked == 3000
+    checkpoint = str(tmp_path / "cp")
+    query = start_scoring(spark, platform, uc, trigger="availableNow", checkpoint=checkpoint)
+    query.awaitTermination(600)
+    assert query.exception() is None
+    preds = predictions(platform, uc)
+    assert len(preds) == 2 * 3000 and preds["batch_id"].nunique() >= 7
+
+    jobs = batch_jobs(spark, str(query.id))
+    assert set(jobs) >= set(preds["batch_id"].unique())
+    assert max(n for n, _ in jobs.values()) <= 8, jobs
+
+    state = spark.read.format("statestore").option("stateVarName", "recent").load(checkpoint).collect()
+    assert 1 <= len(state) <= 4  # one row per bucket, whatever the number of entities or events
+    kept = sum(len(r["value"][TS]) // 8 for r in state)
+    retention_us = (max(uc.streaming.stream_window_max_s, uc.streaming.dedupe_window_s)
+                    + uc.streaming.allowed_lateness_s) * 1_000_000
+    events = good_events(spark, platform, uc).select(
+        F.pmod(F.xxhash64(F.col(uc.entity_key).cast("string")), F.lit(4)).alias("b"),
+        F.unix_micros(F.col(uc.event_time)).alias("t"))
+    newest = events.groupBy("b").agg(F.max("t").alias("clock"))
+    expected = events.join(newest, "b").where(F.col("t") >= F.col("clock") - F.lit(retention_us)).count()
+    assert kept == expected and expected < 3000 / 3, (kept, expected)
+
+
+def test_an_old_checkpoint_is_refused_and_migration_takes_over_without_loss_or_duplicates(
+    spark: SparkSession, platform: PlatformConfig, runs: dict[str, str], tmp_path: Path
+) -> None:
+    uc = scoring_usecase(routing={"mode": "champion"}, streaming={"max_offsets_per_trigger": 100})
+    register_models(spark, platform, uc, runs)
+    old, new = str(tmp_path / "old"), str(tmp_path / "new")
+    assert produce_usecase(platform, uc, events=300, seed=31, labels=False).acked == 300
+    query = start_scoring(spark, platform, uc, trigger="availableNow", checkpoint=old)
+    query.awaitTermination(600)
+    assert query.exception() is None and len(predictions(platform, uc)) == 300
+    # the old query had written its last batch but not committed it, and knew no layout marker
+    last = max(int(p.name) for p in (tmp_path / "old" / "commits").iterdir() if p.name.isdigit())
+    (tmp_path / "old" / "commits" / str(last)).unlink()
+    (tmp_path / "old" / "driftline-layout").unlink()
+    with pytest.raises(ConfigError, match=r"--migrate-from .*old"):
+        start_scoring(spark, platform, uc, trigger="availableNow", checkpoint=old)
+
+    assert produce_usecase(platform, uc, events=200, seed=32, labels=False).acked == 200
+    query = start_scoring(spark, platform, uc, trigger="availableNow", checkpoint=new, migrate_from=old)
+    query.awaitTermination(600)
+    assert query.exception() is None
+    preds = predictions(platform, uc)
+    assert len(preds) == 500 and preds["event_id"].is_unique  # every event once: none lost, none twice

@@ -38,6 +38,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trigger", help="availableNow, once or an interval such as '5 seconds' "
                                           "[streaming.trigger of the use case]")
     parser.add_argument("--checkpoint", help="checkpoint location [<checkpoint_root>/score/<uc>]")
+    parser.add_argument("--migrate-from", metavar="OLD_CHECKPOINT",
+                        help="start a new --checkpoint where the query on OLD_CHECKPOINT stopped (after an upgrade "
+                             "that changed the query's state): no event lost, none scored twice")
     parser.add_argument("--unsafe-no-idempotence", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -47,7 +50,7 @@ def _run(ctx: JobContext) -> int:
         trigger_options(a.trigger)  # a bad --trigger fails before the JVM starts
     metrics = attach_query_metrics(ctx.spark, ctx.platform)  # rows/s, batch time, latency -> monitoring/queries
     query = start_scoring(ctx.spark, ctx.platform, uc, trigger=a.trigger, checkpoint=a.checkpoint,
-                          idempotent=not a.unsafe_no_idempotence)
+                          idempotent=not a.unsafe_no_idempotence, migrate_from=a.migrate_from)
     stopping: list[int] = []
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
