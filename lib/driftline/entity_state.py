@@ -279,6 +279,12 @@ class BucketFeatures(StatefulProcessor):
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.state = handle.getValueState("recent", self.layout.state_schema())
 
+    def handleInitialState(self, key: Any, initialState: pd.DataFrame, timerValues: Any) -> None:
+        """A new checkpoint's history (the bucket's recent events) becomes its first state."""
+        past = load_state(self.state.get() if self.state.exists() else None, self.layout)
+        kept = {n: np.concatenate([past[n], initialState[n].to_numpy(_dtype(n))]) for n in self.layout.kept}
+        self.state.update(tuple(kept[n].tobytes() for n in self.layout.kept))
+
     def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Iterator[pd.DataFrame]:
         batch = pd.concat(list(rows), ignore_index=True)
         if int(key[0]) == BAD_BUCKET:

@@ -34,7 +34,7 @@ Settings (use-case YAML)::
       starting_offsets: earliest       # | latest, for a new checkpoint
       stream_window_max: 1h            # aggregates over longer windows come from the online table
       allowed_lateness: 10 minutes     # a late event still sees every earlier event its windows need
-      state_buckets: 16                # entities hashed into this many state rows
+      state_buckets: 64                # entities hashed into this many state rows
       publish: true                    # <uc>.predictions and <uc>.dlq
     routing:
       mode: shadow                     # champion | shadow | canary
@@ -495,6 +495,17 @@ class BatchScorer:
             log.info("loaded %s v%d in %.1fs", self.name, version, time.monotonic() - started)
         return self.models[version]
 
+    def warm_up(self) -> None:
+        """Load the models in effect now, before the query starts: reading a Spark ML pipeline
+        runs dozens of small Spark jobs, which would otherwise land on the first micro-batch."""
+        try:
+            plan = decide_plan(self.platform, self.uc, -1)
+        except RegistryError:
+            return  # no champion yet: the first batch says so
+        for version in (plan.champion_version, plan.challenger_version):
+            if version is not None:
+                self.model(version)
+
     def online(self, version: int | None) -> DataFrame | None:
         """The online table at ``version``, read once per version and cached (never per batch)."""
         if version is None or not self.table_names:
@@ -628,14 +639,51 @@ def entity_layout(uc: UseCaseConfig) -> StateLayout:
                                lateness_s=s.allowed_lateness_s, buckets=s.state_buckets)
 
 
+def _bucket(entity: Column, layout: StateLayout) -> Column:
+    return F.pmod(F.xxhash64(entity.cast("string")), F.lit(layout.buckets))
+
+
+def _encoded(column: Callable[[str], Column], uc: UseCaseConfig, layout: StateLayout) -> list[Column]:
+    """The arrays the state keeps, from a record's fields (``column(name)``)."""
+
+    def hashed(c: str) -> Column:
+        return F.when(column(c).isNull(), F.lit(NULL_HASH)).otherwise(F.xxhash64(column(c)))
+
+    return [
+        F.xxhash64(column(uc.entity_key).cast("string")).alias(ENTITY),
+        F.coalesce(F.unix_micros(column(uc.event_time)), F.lit(0)).alias(TS),
+        F.xxhash64(column(uc.event_id)).alias(ID_HASH),
+        *[column(c).cast("double").alias(layout.numeric_name(c)) for c in layout.numeric],
+        *[hashed(c).alias(layout.hashed_name(c)) for c in layout.hashed],
+    ]
+
+
+def seed_events(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig) -> DataFrame | None:
+    """The history a new checkpoint that starts at the end of the topic (``starting_offsets:
+    latest``) fills its state with: silver events within the state's retention of the newest
+    one, so the first scored events see their entity's past. None without a silver table."""
+    path = catalog.path(platform, "silver_events", uc)
+    if latest_version(spark, path) is None:
+        return None
+    layout = entity_layout(uc)
+    events = read_delta(spark, path)
+    newest = events.agg(F.max(F.unix_micros(F.col(uc.event_time))).alias("t")).first()
+    if newest is None or newest["t"] is None:
+        return None
+    since = int(newest["t"]) - layout.retention_us
+    return events.where(F.unix_micros(F.col(uc.event_time)) >= F.lit(since))
+
+
 def scoring_stream(
-    spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, *, starting_offsets: str | None = None
+    spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, *, starting_offsets: str | None = None,
+    seed: DataFrame | None = None,
 ) -> DataFrame:
     """The streaming half of the scoring query: Kafka → parse and check each record once →
     bucketed per-entity state (stream aggregates, repeats) → rows for :class:`BatchScorer`.
 
     Good and bad records flow through together (bad ones in a bucket of their own,
-    untouched), so one micro-batch is one pass.
+    untouched), so one micro-batch is one pass. ``seed`` (events with the use case's fields)
+    fills the state of a new checkpoint before its first batch.
     """
     from driftline.quality import check_records
 
@@ -647,22 +695,11 @@ def scoring_stream(
     checked = check_records(raw, dataset)
     entity = F.col("parsed")[uc.entity_key]
     good = F.col("reason").isNull() & entity.isNotNull()
-    entity_hash = F.xxhash64(entity.cast("string"))
     fields = [f.name for f in dataset.fields]
-
-    def hashed(c: str) -> Column:
-        value = F.col("parsed")[c]
-        return F.when(value.isNull(), F.lit(NULL_HASH)).otherwise(F.xxhash64(value))
-
     keyed = checked.select(
-        F.when(good, F.pmod(entity_hash, F.lit(layout.buckets))).otherwise(F.lit(BAD_BUCKET)).cast("int")
-        .alias(BUCKET),
-        entity_hash.alias(ENTITY),
-        F.coalesce(F.unix_micros(F.col("parsed")[uc.event_time]), F.lit(0)).alias(TS),
-        F.xxhash64(F.col("parsed")[uc.event_id]).alias(ID_HASH),
+        F.when(good, _bucket(entity, layout)).otherwise(F.lit(BAD_BUCKET)).cast("int").alias(BUCKET),
+        *_encoded(lambda c: F.col("parsed")[c], uc, layout),
         F.unix_micros(F.col("kafka_timestamp")).alias(ARRIVAL),
-        *[F.col("parsed")[c].cast("double").alias(layout.numeric_name(c)) for c in layout.numeric],
-        *[hashed(c).alias(layout.hashed_name(c)) for c in layout.hashed],
         *[F.col("parsed")[c].alias(c) for c in fields],
         *[F.col(c) for c in ("key", "topic", "partition", "offset", "kafka_timestamp", "ingest_time")],
         F.when(~good, F.col("value")).alias("value"),
@@ -677,7 +714,11 @@ def scoring_stream(
     bridged = [T.StructField(f.name, T.LongType()) if f.name in times else f for f in passthrough]
     out_schema = T.StructType([*bridged, *[T.StructField(a.name, T.DoubleType()) for a in layout.aggregates]])
     processor = BucketFeatures(layout, [f.name for f in out_schema.fields])
-    stateful = keyed.groupBy(F.col(BUCKET)).transformWithStateInPandas(processor, out_schema, "Append", "None")
+    initial = None if seed is None else seed.select(
+        _bucket(F.col(uc.entity_key), layout).cast("int").alias(BUCKET), *_encoded(F.col, uc, layout),
+    ).groupBy(F.col(BUCKET))
+    stateful = keyed.groupBy(F.col(BUCKET)).transformWithStateInPandas(
+        processor, out_schema, "Append", "None", initialState=initial)
     counts = {"count", "distinct_count"}
     return stateful.select(
         *[F.timestamp_micros(F.col(f.name)).alias(f.name) if f.name in times else F.col(f.name) for f in passthrough],
@@ -709,9 +750,14 @@ def start_scoring(
         starting = migration_offsets(spark, platform, uc, migrate_from)
         log.info("scoring %s: taking over from %s at offsets %s", uc.name, migrate_from, starting)
     check_checkpoint(spark, checkpoint)
+    # A deployment that starts at the end of the topic begins with its entities' history;
+    # a query that reads the topic from the start builds its state from the topic itself.
+    fresh_start = not files.numbers("offsets") and (starting or stream.starting_offsets) == "latest"
+    seed = seed_events(spark, platform, uc) if fresh_start else None
     files.write("driftline-layout", QUERY_LAYOUT)
     ensure_topics(platform.kafka, [uc.topic(k) for k in ("events", "predictions", "dlq")])
     scorer = BatchScorer(spark, platform, uc, checkpoint, idempotent=idempotent)
+    scorer.warm_up()
 
     def each_batch(batch: DataFrame, batch_id: int) -> None:
         scorer(batch, batch_id)
@@ -719,7 +765,7 @@ def start_scoring(
             on_batch(batch_id)
 
     return (
-        scoring_stream(spark, platform, uc, starting_offsets=starting).writeStream.foreachBatch(each_batch)
+        scoring_stream(spark, platform, uc, starting_offsets=starting, seed=seed).writeStream.foreachBatch(each_batch)
         .queryName(f"score-{uc.name}")
         .outputMode("append")
         .option("checkpointLocation", checkpoint)

@@ -33,7 +33,7 @@ from driftline.features import feature_spec, point_in_time_features
 from driftline.kafka.clients import ensure_topics, make_consumer, make_producer
 from driftline.kafka.spark import raw_records, read_kafka_batch
 from driftline.produce import produce_usecase
-from driftline.quality import classify, event_dataset, good_records
+from driftline.quality import classify, event_dataset, good_records, spark_schema
 from driftline.query_metrics import batch_jobs
 from driftline.registry import client_for, model_name, promote, register_version, rollback
 from driftline.scoring import (
@@ -538,3 +538,45 @@ def test_an_old_checkpoint_is_refused_and_migration_takes_over_without_loss_or_d
     assert query.exception() is None
     preds = predictions(platform, uc)
     assert len(preds) == 500 and preds["event_id"].is_unique  # every event once: none lost, none twice
+
+
+def test_a_deployment_at_the_end_of_the_topic_starts_from_the_entities_history(
+    spark: SparkSession, platform: PlatformConfig, runs: dict[str, str]
+) -> None:
+    """starting_offsets latest on a new checkpoint: the state is seeded from silver, so the
+    first events scored after the deployment have the batch backfill's features."""
+    uc = scoring_usecase(routing={"mode": "champion"}, streaming={"starting_offsets": "latest"})
+    register_models(spark, platform, uc, runs)
+    gen = make_generator(uc, seed=9, start="2024-02-01T00:00:00Z", diurnal=False, chunk_size=400)
+    fields = list(uc.schema_)
+    frame = gen.next_chunk().events[[f.name for f in fields]].sort_values(uc.event_time, kind="stable")
+    frame = frame.reset_index(drop=True)
+    history, live = frame.iloc[:300], frame.iloc[300:]
+    schema = spark_schema(fields)
+    spark.createDataFrame(history, schema).write.format("delta").save(catalog.path(platform, "silver_events", uc))
+
+    ensure_topics(platform.kafka, [uc.topic("events")])
+    query = start_scoring(spark, platform, uc, trigger="1 second")
+    try:
+        deadline = time.monotonic() + 180
+        while not query.recentProgress and time.monotonic() < deadline:  # the start offsets are taken
+            time.sleep(0.5)
+        producer = make_producer(platform.kafka)
+        for key, value in zip(live[uc.entity_key], encode_json_lines(live, fields), strict=True):
+            producer.produce(uc.topic("events"), key=str(key).encode(), value=value)
+        assert producer.flush(60) == 0
+        while time.monotonic() < deadline:
+            if DeltaTable.is_deltatable(predictions_path(platform, uc)) and len(predictions(platform, uc)) >= 100:
+                break
+            assert query.exception() is None
+            time.sleep(1)
+    finally:
+        query.stop()
+    got = table(catalog.path(platform, "features_stream", uc)).set_index(uc.event_id).sort_index()
+    assert sorted(got.index) == sorted(live[uc.event_id])
+    stream_spec, _ = split_aggregates(feature_spec(uc), uc.streaming.stream_window_max_s)
+    backfill = pdf(point_in_time_features(spark.createDataFrame(frame, schema), stream_spec)).set_index(uc.event_id)
+    for a in stream_spec.aggregates:
+        pd.testing.assert_series_equal(got[a.name].astype(float), backfill.loc[got.index, a.name].astype(float),
+                                       check_names=False)
+    assert got["txn_count_1h"].min() >= 1  # every live event saw history it could only get from the seed

@@ -319,7 +319,7 @@ class StreamingSpec(Strict):
     # every earlier event its windows need (state keeps that much more event time)
     allowed_lateness: str = "10 minutes"
     # entities are hashed into this many state rows, each read and written once a micro-batch
-    state_buckets: int = Field(16, ge=1, le=4096)
+    state_buckets: int = Field(64, ge=1, le=4096)
     publish: bool = True
 
     @property
