@@ -155,8 +155,11 @@ def test_progress_row() -> None:
         "event_time_max": datetime(2024, 2, 1, 0, 0, 9, tzinfo=UTC),
         "watermark": datetime(2024, 2, 1, tzinfo=UTC),
         "event_to_output_latency_ms": 2500,  # 10 s + 1.5 s - 9 s
+        "spark_jobs": None, "spark_stages": None,
         "app_name": "app", "recorded_at": T0,
     }
+    counted = progress_row(progress(), app_name="app", now=T0, jobs=(5, 7))
+    assert (counted["spark_jobs"], counted["spark_stages"]) == (5, 7)
     stateless = progress_row(progress(stateOperators=[], eventTime={}, durationMs={}), now=T0)
     assert stateless["state_rows_total"] is None and stateless["rows_dropped_by_watermark"] is None
     assert stateless["event_to_output_latency_ms"] is None and stateless["watermark"] is None
