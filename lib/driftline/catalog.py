@@ -84,6 +84,7 @@ REPORT_SCHEMA = T.StructType(
         T.StructField("status", T.StringType(), False),
         T.StructField("violations", T.ArrayType(T.StringType()), False),
         T.StructField("warnings", T.ArrayType(T.StringType()), False),
+        T.StructField("unknown_fields", T.MapType(T.StringType(), T.LongType()), True),
     ]
 )
 
@@ -285,7 +286,8 @@ TABLES: dict[str, Table] = _tables(
     Table("performance", "monitoring", "{uc}_performance", "online performance per window once labels arrive",
           PERFORMANCE_SCHEMA, ("window_start", "metric"), writer="pipelines.monitor"),
     *(Table(f"monitor_state_{source}", "monitoring", f"{{uc}}_monitor_state_{source}",
-            f"open windows' partial counts of the {source} monitor", STATE_SCHEMA,
+            f"open windows' partial counts of the {source} monitor, and how far windows are final",
+            STATE_SCHEMA,
             ("window_start", "window_end", "kind", "feature", "bucket", "batch_id"), writer="pipelines.monitor")
       for source in MONITOR_SOURCES),
     Table("alerts", "monitoring", "{uc}_alerts", "alerts raised by the N-of-M rule", ALERTS_SCHEMA,

@@ -65,6 +65,7 @@ class FeatureSpec:
     label: str
     label_time: str
     definitions: FeatureDefinitions
+    booleans: frozenset[str] = frozenset()  # boolean event fields (a numeric one is read as 0/1)
 
     @property
     def aggregates(self) -> tuple[Aggregate, ...]:
@@ -76,6 +77,10 @@ class FeatureSpec:
 
     def time_features(self) -> list[str]:
         return self.definitions.time_features()
+
+    def key_columns(self) -> list[str]:
+        """The event id and the entity: one column when the entity is the event itself."""
+        return [self.id] if self.entity == self.id else [self.id, self.entity]
 
     def columns(self) -> list[str]:
         """Feature column names in output order: numeric, categorical, time of day, aggregates, ratios."""
@@ -111,6 +116,7 @@ def feature_spec(usecase: UseCaseConfig) -> FeatureSpec:
         label=usecase.label.field,
         label_time=usecase.validation.labels.time_field,
         definitions=usecase.features,
+        booleans=frozenset(f.name for f in usecase.schema_ if f.type == "boolean"),
     )
 
 
@@ -141,6 +147,16 @@ def _finish(fn: str, aggregated: Column) -> Column:
     if fn == "distinct_count":
         return F.size(aggregated).cast("long")
     return aggregated.cast("double")
+
+
+def event_feature(spec: FeatureSpec, name: str) -> Column:
+    """An event field as a feature, the same in batch and stream: categorical values as
+    strings, a boolean numeric feature as 0.0/1.0, other fields as they are."""
+    if name in spec.definitions.categorical:
+        return F.col(name).cast("string").alias(name)
+    if name in spec.booleans and name in spec.definitions.numeric:
+        return F.col(name).cast("double").alias(name)
+    return F.col(name)
 
 
 def _input_value(agg: Aggregate) -> Column:
@@ -177,7 +193,7 @@ def _timeline(events: DataFrame, spec: FeatureSpec, labels: DataFrame | None) ->
                            *spec.ratio_fields()}
                           | {a.column for a in spec.aggregates if a.column and a.source == "events"})
     base = events.select(
-        F.col(spec.id), F.col(spec.entity), *[F.col(c) for c in event_fields if c != spec.entity],
+        *[F.col(c) for c in spec.key_columns()], *[F.col(c) for c in event_fields if c not in spec.key_columns()],
         ts_us.alias("_ts_us"), F.lit("events").alias("_source"),
     )
     if not any(a.source == "labels" for a in spec.aggregates):
@@ -217,15 +233,14 @@ def point_in_time_features(events: DataFrame, spec: FeatureSpec, labels: DataFra
         for a in spec.aggregates
     ]
     with_aggs = timeline.select(
-        F.col(spec.id), F.col(spec.entity), F.col(spec.timestamp), F.col("_source"),
-        *[F.col(c) for c in spec.definitions.numeric],
-        *[F.col(c).cast("string").alias(c) for c in spec.definitions.categorical],
+        *[F.col(c) for c in spec.key_columns()], F.col(spec.timestamp), F.col("_source"),
+        *[event_feature(spec, c) for c in (*spec.definitions.numeric, *spec.definitions.categorical)],
         *[F.col(c) for c in spec.ratio_fields()],
         *time_of_day_columns(spec),
         *aggregates,
     ).where(F.col("_source") == F.lit("events"))
     return with_ratios(with_aggs, spec.ratios).select(
-        F.col(spec.id), F.col(spec.entity), F.col(spec.timestamp), *[F.col(c) for c in spec.columns()]
+        *[F.col(c) for c in spec.key_columns()], F.col(spec.timestamp), *[F.col(c) for c in spec.columns()]
     )
 
 
@@ -246,7 +261,7 @@ def training_set(features: DataFrame, labels: DataFrame, spec: FeatureSpec) -> D
     return features.join(
         labels.select(F.col(spec.id), F.col(spec.label), F.col(spec.label_time)), on=spec.id, how="inner"
     ).select(
-        F.col(spec.id), F.col(spec.entity), F.col(spec.timestamp), *[F.col(c) for c in spec.columns()],
+        *[F.col(c) for c in spec.key_columns()], F.col(spec.timestamp), *[F.col(c) for c in spec.columns()],
         F.col(spec.label), F.col(spec.label_time),
     )
 

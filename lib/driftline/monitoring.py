@@ -16,6 +16,18 @@ into the output tables by key (a replay rewrites the same rows) and the
 window's state is deleted, so state stays bounded by the lateness. Rows later
 than the watermark are dropped, as Spark's own watermark would.
 
+Windows are tumbling and aligned to ``drift.origin``: the Unix epoch (default;
+a window that divides a day then starts at midnight UTC), an ISO 8601 time, or
+``training_start``, the first event time of the data the champion was trained on
+(:func:`resolve_origin`, from its run's lineage). ``F.window`` gets the origin
+modulo the window as its ``startTime`` (:func:`window_offset_us`).
+
+A run that stops by itself (``availableNow``, ``once``) ends before event time
+passes its last windows, so :func:`await_all` finishes it with
+:meth:`WindowEmitter.flush`: every window still held is emitted and becomes
+final. A later run drops rows of a final window as late (and logs how many), so
+a window is written once, with the counts it had then; flushing again adds nothing.
+
 Output tables (:data:`DRIFT_SCHEMA`, :data:`QUALITY_SCHEMA`, :data:`PERFORMANCE_SCHEMA`):
 ``monitoring/<uc>_drift``, ``monitoring/<uc>_quality``, ``monitoring/<uc>_performance``.
 
@@ -29,13 +41,15 @@ window's features, is at most ``drift.alpha``::
     profile = load_reference_profile(platform, uc)            # the champion's
     counts = event_counts(typed_events, profile, spec, uc)    # static or per micro-batch
     tables = window_tables(counts.toPandas(), profile, spec, uc, computed_at=now)
-    queries = start_monitor(spark, platform, uc, profile, trigger="availableNow")
+    await_all(start_monitor(spark, platform, uc, profile, trigger="availableNow"))  # every window, the last too
 
 Known limits: events are validated per micro-batch with
 :func:`driftline.quality.classify`, so a duplicate is only caught within its
 batch; a record whose event time cannot be read (not JSON, a broken time) is in
 no window and so in no rate; Wasserstein is computed on the profile's bins (see
-:mod:`driftline.drift` for how far that is from the raw-value distance).
+:mod:`driftline.drift` for how far that is from the raw-value distance); after a
+change of ``drift.window`` or ``drift.origin`` the windows already written stay as
+they are, and the first new window may overlap the last old one.
 """
 
 from __future__ import annotations
@@ -43,7 +57,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -55,6 +69,7 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
 from driftline import catalog, drift
+from driftline.calibration import threshold_for
 from driftline.catalog import (
     COUNT_SCHEMA,
     DRIFT_SCHEMA,
@@ -95,6 +110,35 @@ def drift_spec(usecase: UseCaseConfig) -> DriftSpec:
     return usecase.drift
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MICROS = 1_000_000
+
+
+def window_offset_us(spec: DriftSpec) -> int:
+    """Where a window starts, in microseconds after a multiple of ``drift.window`` since the
+    epoch: ``drift.origin`` modulo the window (0 for ``epoch``), the ``startTime`` of ``F.window``.
+
+    Example::
+
+        window_offset_us(spec.model_copy(update={"origin": "2024-01-01T00:00:25+00:00"}))  # 1m: 25_000_000
+    """
+    if spec.origin == "epoch":
+        return 0
+    if spec.origin == "training_start":
+        raise UsageError("spec: drift.origin training_start must be resolved first (resolve_origin)")
+    origin = dt.datetime.fromisoformat(spec.origin)
+    return ((origin - EPOCH) // dt.timedelta(microseconds=1)) % (spec.window_s * MICROS)
+
+
+def _window(time: Column, window_s: int, offset_us: int) -> Column:
+    if window_s <= 0:
+        raise UsageError(f"window_s: expected a positive number of seconds, got {window_s}")
+    if not 0 <= offset_us < window_s * MICROS:
+        raise UsageError(f"offset_us: expected 0 <= offset < {window_s * MICROS} (the window), got {offset_us}")
+    start = f"{offset_us} microseconds" if offset_us else None
+    return F.window(time, f"{window_s} seconds", startTime=start)
+
+
 # --------------------------------------------------------------------------- reference profile
 
 
@@ -121,6 +165,61 @@ def load_reference_profile(platform: PlatformConfig, uc: UseCaseConfig, alias: s
         raise MonitorError(f"{name} v{version} has no MLflow run, so no reference profile")
     profile = mlflow.artifacts.load_dict(f"runs:/{run_id}/{PROFILE_ARTIFACT}")
     return {**profile, "model_version": version}
+
+
+def training_start(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig,
+                   alias: str = "champion") -> dt.datetime:
+    """The first event time of the data the model behind ``alias`` was trained on: the labelled
+    rows of the table its run recorded (params ``data.path``, ``data.version``) at that version.
+    With the default time split these are the first rows of its training split.
+
+    Example::
+
+        training_start(spark, platform, load_usecase("fraud"))   # datetime(2024, 1, 1, 0, 0, 0, 31000, UTC)
+    """
+    from driftline.registry import alias_version, client_for, model_name
+
+    client = client_for(platform)
+    name = model_name(uc)
+    version = alias_version(client, name, alias)
+    if version is None:
+        raise MonitorError(f"drift.origin: training_start needs a model with alias {alias!r}, and {name} has "
+                           "none; train and promote one, or set drift.origin to epoch or a time")
+    run_id = client.get_model_version(name, str(version)).run_id
+    params = client.get_run(run_id).data.params if run_id else {}
+    path, data_version = params.get("data.path"), params.get("data.version")
+    if not path or data_version is None:
+        raise MonitorError(f"drift.origin: training_start: {name} v{version} has no run recording its training "
+                           "data (params data.path, data.version); set drift.origin to epoch or a time")
+    try:
+        rows = read_delta(spark, path, int(data_version))
+        if uc.label.field in rows.columns:
+            rows = rows.where(F.col(uc.label.field).isNotNull())
+        first = rows.agg(F.unix_micros(F.min(F.col(uc.event_time).cast("timestamp"))).alias("us")).first()
+    except Exception as e:  # noqa: BLE001 - a vacuumed or moved table: say which one
+        raise MonitorError(f"drift.origin: training_start: cannot read the training data of {name} v{version} "
+                           f"({path} at version {data_version}): {e}") from e
+    if first is None or first["us"] is None:
+        raise MonitorError(f"drift.origin: training_start: {path} at version {data_version} has no labelled row "
+                           f"with an {uc.event_time}")
+    return EPOCH + dt.timedelta(microseconds=int(first["us"]))
+
+
+def resolve_origin(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, spec: DriftSpec,
+                   alias: str = "champion") -> DriftSpec:
+    """``spec`` with ``origin: training_start`` replaced by that time (:func:`training_start` of
+    the model behind ``alias``); any other origin is returned as it is.
+
+    Example::
+
+        spec = resolve_origin(spark, platform, uc, uc.drift)
+        spec.origin   # '2024-01-01T00:00:00.031000+00:00'
+    """
+    if spec.origin != "training_start":
+        return spec
+    first = training_start(spark, platform, uc, alias)
+    log.info("monitor %s: windows aligned to the first training event time %s", uc.name, first.isoformat())
+    return spec.model_copy(update={"origin": first.isoformat()})
 
 
 @dataclass(frozen=True)
@@ -159,19 +258,20 @@ def _when(cond: Column, item: Column) -> Column:
     return F.when(cond, item)
 
 
-def aggregate_counts(df: DataFrame, time_col: str, items: Sequence[Column], window_s: int) -> DataFrame:
+def aggregate_counts(df: DataFrame, time_col: str, items: Sequence[Column], window_s: int,
+                     offset_us: int = 0) -> DataFrame:
     """Explode each row into its ``(kind, feature, bucket, value)`` items (nulls skipped) and count
-    them per tumbling event-time window: the :data:`COUNT_SCHEMA` frame.
+    them per tumbling event-time window (starting ``offset_us`` after the epoch's grid, see
+    :func:`window_offset_us`): the :data:`COUNT_SCHEMA` frame.
 
     Example::
 
         aggregate_counts(df, "event_time", [_item("input", "volume", F.lit(""))], 60)
     """
-    if window_s <= 0:
-        raise UsageError(f"window_s: expected a positive number of seconds, got {window_s}")
+    window = _window(F.col(time_col), window_s, offset_us)
     timed = df.where(F.col(time_col).isNotNull())
     exploded = timed.select(
-        F.window(F.col(time_col), f"{window_s} seconds").alias("w"),
+        window.alias("w"),
         F.col(time_col).cast("timestamp").alias("t"),
         F.explode(F.filter(F.array(*items), lambda x: x.isNotNull())).alias("item"),
     )
@@ -191,11 +291,11 @@ def aggregate_counts(df: DataFrame, time_col: str, items: Sequence[Column], wind
 
 
 def fixed_counts(
-    df: DataFrame, time_col: str, cells: Sequence[tuple[str, str, str, Column]], window_s: int
+    df: DataFrame, time_col: str, cells: Sequence[tuple[str, str, str, Column]], window_s: int, offset_us: int = 0
 ) -> DataFrame:
-    """Counts of known cells ``(kind, feature, bucket, condition)`` per tumbling window in one
-    wide aggregation (a ``count_if`` per cell, no row is exploded), as a :data:`COUNT_SCHEMA`
-    frame without empty cells.
+    """Counts of known cells ``(kind, feature, bucket, condition)`` per tumbling window (as in
+    :func:`aggregate_counts`) in one wide aggregation (a ``count_if`` per cell, no row is
+    exploded), as a :data:`COUNT_SCHEMA` frame without empty cells.
 
     Example::
 
@@ -204,7 +304,7 @@ def fixed_counts(
     if not cells:
         raise UsageError("cells: expected at least one (kind, feature, bucket, condition)")
     timed = df.where(F.col(time_col).isNotNull())
-    wide = timed.groupBy(F.window(F.col(time_col), f"{window_s} seconds").alias("w")).agg(
+    wide = timed.groupBy(_window(F.col(time_col), window_s, offset_us).alias("w")).agg(
         F.max(F.col(time_col).cast("timestamp")).alias("newest"),
         *[F.count_if(cond).alias(f"_c{i}") for i, (_, _, _, cond) in enumerate(cells)],
     )
@@ -264,10 +364,10 @@ def event_counts(
         v = F.col(c).cast("string")
         cells += [("categorical", c, level, good & (v == F.lit(level))) for level in levels]
         unseen.append(_when(good & v.isNotNull() & ~v.isin(*levels), _item("categorical", c, v)))
-    known = fixed_counts(pre, uc.event_time, cells, spec.window_s)
+    known = fixed_counts(pre, uc.event_time, cells, spec.window_s, window_offset_us(spec))
     if not unseen:
         return known
-    return known.unionByName(aggregate_counts(pre, uc.event_time, unseen, spec.window_s))
+    return known.unionByName(aggregate_counts(pre, uc.event_time, unseen, spec.window_s, window_offset_us(spec)))
 
 
 def classified_events(classified: DataFrame, uc: UseCaseConfig) -> DataFrame:
@@ -301,7 +401,7 @@ def prediction_counts(
         b = bin_index(score, ref["edges"])
         items.append(_when(b.isNotNull(), _item("prediction", "score", b, score)))
     served = predictions.where(F.col("served"))
-    return aggregate_counts(served, "event_time", items, spec.window_s)
+    return aggregate_counts(served, "event_time", items, spec.window_s, window_offset_us(spec))
 
 
 def performance_counts(joined: DataFrame, spec: DriftSpec, uc: UseCaseConfig) -> DataFrame:
@@ -335,7 +435,7 @@ def performance_counts(joined: DataFrame, spec: DriftSpec, uc: UseCaseConfig) ->
             _when(ok, _item("perf", "squared_error", F.lit(""), err * err)),
             _when(ok, _item("perf", "abs_error", F.lit(""), F.abs(err))),
         ]
-    return aggregate_counts(joined, "event_time", items, spec.window_s)
+    return aggregate_counts(joined, "event_time", items, spec.window_s, window_offset_us(spec))
 
 
 # --------------------------------------------------------------------------- statistics (driver, small)
@@ -393,7 +493,7 @@ def _drift_rows(
                   "p_adjusted": None if math.isnan(p_adj) else float(p_adj)}
         out = []
         for stat in ["psi", "js"] + (["wasserstein"] if kind != "categorical" else []):
-            limit = getattr(thr, stat)
+            limit = threshold_for(profile, spec, kind, name, stat)  # calibrated or fixed
             out.append({**base, **tested, "statistic": stat, "value": float(values[stat]), "threshold": limit,
                         "drifted": bool(significant and values[stat] >= limit)})
         # chi-square carries the test: its threshold is alpha, and it is drifted with the feature
@@ -570,16 +670,22 @@ def write_tables(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfi
             for name, rows in tables.items()}
 
 
+CLOSED = "closed"  # kind of the state row that records how far windows are final (WindowEmitter.flush)
+# the cell of each source that counts its rows (how many late rows were dropped)
+VOLUME_CELLS = {("input", "volume"), ("output", "volume"), ("perf", "labels")}
+
+
 @dataclass
 class WindowEmitter:
     """Turns the partial counts of each micro-batch into finished windows.
 
-    ``process(counts, batch_id)``: drop rows of windows the watermark already
-    passed, append the rest to the state table (``txnAppId`` = ``app_id``,
-    ``txnVersion`` = batch id, so a replayed batch adds nothing), then emit every
-    window whose end the watermark (newest event time minus ``drift.lateness``)
-    has passed and delete its state. Which windows are held and the newest event
-    time are read from the state table once, then followed in memory.
+    ``process(counts, batch_id)``: drop rows of windows that are final (their end at or before
+    the watermark), append the rest to the state table (``txnAppId`` = ``app_id``,
+    ``txnVersion`` = batch id, so a replayed batch adds nothing), then emit every window whose
+    end the watermark has passed and delete its state. The watermark is the newest event time
+    seen minus ``drift.lateness``, or the end of the last window :meth:`flush` made final if
+    that is later. Which windows are held, the newest event time and that end are read from
+    the state table once, then followed in memory.
     """
 
     spark: SparkSession
@@ -591,6 +697,7 @@ class WindowEmitter:
     app_id: str
     _ends: set[dt.datetime] = field(default_factory=set, init=False)
     _newest: dt.datetime | None = field(default=None, init=False)
+    _final_until: dt.datetime | None = field(default=None, init=False)
     _loaded: bool = field(default=False, init=False)
 
     @property
@@ -604,42 +711,85 @@ class WindowEmitter:
         if not is_delta_table(self.spark, self.path):
             return
         held = (read_delta(self.spark, self.path)
-                .groupBy("window_end").agg(F.max("newest").alias("newest")).collect())
-        self._ends = {r["window_end"] for r in held}
+                .groupBy((F.col("kind") == F.lit(CLOSED)).alias("closed"), "window_end")
+                .agg(F.max("newest").alias("newest")).collect())
+        self._ends = {r["window_end"] for r in held if not r["closed"]}
+        self._final_until = max((r["window_end"] for r in held if r["closed"]), default=None)
         self._newest = max((r["newest"] for r in held if r["newest"] is not None), default=None)
 
     def watermark(self) -> dt.datetime | None:
-        """Newest event time seen minus the lateness (None before any event)."""
+        """The later of the newest event time seen minus the lateness and the end of the last
+        flushed window (None before any event)."""
         self._load()
-        return None if self._newest is None else self._newest - dt.timedelta(seconds=self.spec.lateness_s)
+        lagging = None if self._newest is None else self._newest - dt.timedelta(seconds=self.spec.lateness_s)
+        return max((m for m in (lagging, self._final_until) if m is not None), default=None)
+
+    def _emit(self, upto: dt.datetime | None) -> dict[str, int]:
+        """Sum the held counts of the windows ending at or before ``upto`` (all when None) and
+        MERGE their output rows."""
+        held = read_delta(self.spark, self.path).where(F.col("kind") != F.lit(CLOSED))
+        if upto is not None:
+            held = held.where(F.col("window_end") <= F.lit(upto))
+        summed = cast(pd.DataFrame, held.groupBy(*COUNT_KEYS).agg(
+            F.sum("n").alias("n"), F.sum("total").alias("total"), F.min("low").alias("low"),
+            F.max("high").alias("high"), F.max("newest").alias("newest"),
+        ).toPandas())
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        return write_tables(self.spark, self.platform, self.uc,
+                            window_tables(summed, self.profile, self.spec, self.uc, now))
 
     def process(self, counts: DataFrame, batch_id: int) -> dict[str, int]:
         """Add one micro-batch's partial counts; emit and forget the windows that closed."""
         before = self.watermark()
-        fresh = counts if before is None else counts.where(F.col("window_end") > F.lit(before))
-        rows = fresh.select(*COUNT_SCHEMA.fieldNames()).collect()  # the batch's small count table
-        if rows:
-            write_delta(self.spark.createDataFrame([(*r, batch_id) for r in rows], STATE_SCHEMA), self.path,
+        rows = counts.select(*COUNT_SCHEMA.fieldNames()).collect()  # the batch's small count table
+        fresh = [r for r in rows if before is None or r["window_end"] > before]
+        late = sum(int(r["n"]) for r in rows if before is not None and r["window_end"] <= before
+                   and (r["kind"], r["feature"]) in VOLUME_CELLS)
+        if late:
+            log.warning("monitor %s batch %d: %d rows of windows already emitted (ending at or before %s) "
+                        "dropped as late", self.source, batch_id, late, before)
+        if fresh:
+            write_delta(self.spark.createDataFrame([(*r, batch_id) for r in fresh], STATE_SCHEMA), self.path,
                         mode="append", txn=(self.app_id, batch_id))
-            self._ends |= {r["window_end"] for r in rows}
-            newest = max((r["newest"] for r in rows if r["newest"] is not None), default=None)
+            self._ends |= {r["window_end"] for r in fresh}
+            newest = max((r["newest"] for r in fresh if r["newest"] is not None), default=None)
             if newest is not None and (self._newest is None or newest > self._newest):
                 self._newest = newest
         wm = self.watermark()
         closing = {e for e in self._ends if wm is not None and e <= wm}
         if wm is None or not closing:
             return {}
-        closed = read_delta(self.spark, self.path).where(F.col("window_end") <= F.lit(wm))
-        summed = cast(pd.DataFrame, closed.groupBy(*COUNT_KEYS).agg(
-            F.sum("n").alias("n"), F.sum("total").alias("total"), F.min("low").alias("low"),
-            F.max("high").alias("high"), F.max("newest").alias("newest"),
-        ).toPandas())
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        written = write_tables(self.spark, self.platform, self.uc,
-                               window_tables(summed, self.profile, self.spec, self.uc, now))
-        delete_rows(self.spark, self.path, F.col("window_end") <= F.lit(wm))  # forget the closed windows
+        written = self._emit(wm)
+        # forget the closed windows (the row saying how far windows are final stays)
+        delete_rows(self.spark, self.path, (F.col("window_end") <= F.lit(wm)) & (F.col("kind") != F.lit(CLOSED)))
         self._ends -= closing
         log.info("monitor %s batch %d: emitted windows up to %s: %s", self.source, batch_id, wm, written)
+        return written
+
+    def flush(self) -> dict[str, int]:
+        """Emit every window still held and make it final: for the end of a run that stops by
+        itself (``availableNow``), when event time will not pass its last windows.
+
+        The output rows are MERGEd first; then one commit replaces the state table with a
+        single ``closed`` row (``window_end`` = the end of the last window emitted, ``newest`` =
+        the newest event time seen), so later rows of those windows are dropped as late. A
+        flush that stops between the two is repeated by the next one with the same counts;
+        with no window held it writes nothing.
+
+        Example::
+
+            emitter.flush()   # {'drift': 77, 'quality': 9, 'performance': 0}
+        """
+        self._load()
+        if not self._ends:
+            return {}
+        written = self._emit(None)
+        final_until = max(self._ends)
+        marker = (final_until, final_until, CLOSED, "", "", 0, None, None, None, self._newest, -1)
+        write_delta(self.spark.createDataFrame([marker], STATE_SCHEMA), self.path, mode="overwrite")
+        self._ends, self._final_until = set(), final_until
+        log.info("monitor %s: run finished, windows up to %s emitted and final: %s", self.source, final_until,
+                 written)
         return written
 
 
@@ -649,14 +799,14 @@ class WindowEmitter:
 def parse_labels(raw: DataFrame, uc: UseCaseConfig) -> DataFrame:
     """Label records (Kafka ``value`` JSON) as ``event_id``, ``label`` (double; a binary
     label accepts true/false/1/0) and ``label_time``; records missing any of them are dropped."""
-    from driftline.quality import label_dataset
+    from driftline.quality import json_options, label_dataset
 
     ds = label_dataset(uc)
     schema = T.StructType([
         T.StructField(uc.event_id, T.StringType()), T.StructField(uc.label.field, T.StringType()),
         T.StructField(ds.time_field, T.TimestampType()),
     ])
-    parsed = F.from_json(F.col("value").cast("string"), schema)
+    parsed = F.from_json(F.col("value").cast("string"), schema, json_options(ds.json))
     text = F.lower(F.trim(parsed[uc.label.field]))
     label = (
         F.when(text.isin("true", "1", "1.0"), F.lit(1.0)).when(text.isin("false", "0", "0.0"), F.lit(0.0))
@@ -708,26 +858,28 @@ def start_monitor(
     trigger: str = "availableNow",
     sources: Sequence[str] = SOURCES,
     starting_offsets: str = "earliest",
-) -> list[StreamingQuery]:
-    """Start one streaming query per source and return them.
+    alias: str = "champion",
+) -> MonitorQueries:
+    """Start one streaming query per source and return them (with their window emitters).
 
     ``events``: ``<uc>.events`` (Kafka) → validation as in jobs/validate → feature
     drift, volume, missing and quarantine rates. ``predictions``: the
     ``predictions/<uc>`` Delta table → prediction drift and output metrics over
     served rows. ``performance``: predictions joined with ``<uc>.labels`` →
     ROC AUC/precision/recall or RMSE/MAE. Each has its checkpoint under
-    ``monitor/<uc>/<source>``.
+    ``monitor/<uc>/<source>``. ``drift.origin: training_start`` is the first training event
+    time of the model behind ``alias`` (:func:`resolve_origin`).
 
     Example::
 
-        for q in start_monitor(spark, platform, uc, load_reference_profile(platform, uc)):
-            q.awaitTermination()
+        await_all(start_monitor(spark, platform, uc, load_reference_profile(platform, uc)))
     """
     from driftline.config import trigger_options
     from driftline.kafka.spark import raw_records, read_kafka_stream
     from driftline.quality import classify, event_dataset
 
-    spec = spec or drift_spec(uc)
+    run_to_end = trigger in RUNS_TO_END
+    options = trigger_options(trigger)
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown or not sources:
         raise UsageError(f"sources: expected some of {list(SOURCES)}, got {list(sources)}")
@@ -736,6 +888,7 @@ def start_monitor(
     if needs_predictions and not is_delta_table(spark, predictions_path):
         raise MonitorError(f"{sorted(needs_predictions)} need the Delta table {predictions_path}; start "
                            "streaming/score.py first or pass --sources events")
+    spec = resolve_origin(spark, platform, uc, spec or drift_spec(uc), alias)
     dataset = event_dataset(uc)
 
     def emitter(source: str) -> WindowEmitter:
@@ -753,27 +906,64 @@ def start_monitor(
         preds = spark.readStream.format("delta").load(predictions_path)
         labels = parse_labels(read_kafka_stream(spark, platform.kafka, uc.topic("labels"), starting_offsets), uc)
         frames["performance"] = (join_labels(preds, labels, spec), lambda b: performance_counts(b, spec, uc))
-    queries = []
+    queries, emitters = [], {source: emitter(source) for source in frames}
     for source, (frame, to_counts) in frames.items():
         writer = (
             frame.writeStream.queryName(f"monitor-{uc.name}-{source}")
             .option("checkpointLocation", catalog.checkpoint(platform, "monitor", uc, source=source))
-            .foreachBatch(_foreach(emitter(source), to_counts))
-            .trigger(**trigger_options(trigger))  # type: ignore[call-overload]
+            .foreachBatch(_foreach(emitters[source], to_counts))
+            .trigger(**options)  # type: ignore[call-overload]
         )
         queries.append(writer.start())
-    return queries
+    return MonitorQueries(tuple(queries), emitters, run_to_end)
 
 
-def await_all(queries: Sequence[StreamingQuery]) -> None:
-    """Wait for every query; if one fails, stop the others and raise its error."""
+RUNS_TO_END = ("availableNow", "once")  # triggers that stop by themselves once the input is read
+
+
+@dataclass(frozen=True)
+class MonitorQueries:
+    """What :func:`start_monitor` started: one query per source (iterating gives them), each
+    source's :class:`WindowEmitter`, and whether the trigger stops by itself."""
+
+    queries: tuple[StreamingQuery, ...]
+    emitters: Mapping[str, WindowEmitter]
+    run_to_end: bool
+
+    def __iter__(self) -> Iterator[StreamingQuery]:
+        return iter(self.queries)
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def finish(self) -> dict[str, dict[str, int]]:
+        """Once every query has stopped by itself without an error: emit and make final the
+        windows each source still holds (:meth:`WindowEmitter.flush`). A query that runs until
+        stopped keeps its open windows for its next run. Returns the rows written per source."""
+        if not self.run_to_end:
+            return {}
+        return {source: emitter.flush() for source, emitter in self.emitters.items()}
+
+
+def await_all(queries: Iterable[StreamingQuery]) -> dict[str, dict[str, int]]:
+    """Wait for every query; if one fails, stop the others and raise its error. Given what
+    :func:`start_monitor` returned, a run that stopped by itself (``availableNow``, ``once``)
+    is then finished: every window, the last included, is written (:meth:`MonitorQueries.finish`).
+    Returns the rows that wrote per source (empty when there was nothing to finish).
+
+    Example::
+
+        await_all(start_monitor(spark, platform, uc, profile, trigger="availableNow"))
+    """
+    started = list(queries)
     try:
-        for q in queries:
+        for q in started:
             q.awaitTermination()
     finally:
-        for q in queries:
+        for q in started:
             if q.isActive:
                 q.stop()
+    return queries.finish() if isinstance(queries, MonitorQueries) else {}
 
 
 def read_table(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig,

@@ -13,6 +13,13 @@ Bins are half-open ``[edge[i-1], edge[i])``: a value's bin is the number of
 edges less than or equal to it (``numpy.searchsorted(edges, x, side="right")``),
 with ``-inf`` and ``+inf`` as the outer ends. :func:`bin_index` is the same rule
 as a Spark column, so the streaming drift monitor counts exactly the same way.
+
+Version 2 (``PROFILE_VERSION``) adds two optional keys, written by
+:func:`driftline.calibration.calibrate_profile` when ``drift.calibrate`` is set:
+``thresholds`` in a feature's (or the prediction's) entry, ``{"psi": .., "js": ..,
+"wasserstein": ..}``, and a top-level ``calibration`` record of how they were set.
+A profile without them (every version 1 profile) is read the same way and the
+monitor uses the fixed thresholds of ``drift:``.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from pyspark.sql import functions as F
 
 from driftline.errors import MissingColumnsError, UsageError
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
 
 
 def edges_from_quantiles(quantiles: Sequence[float]) -> list[float]:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -53,14 +53,14 @@ from pyspark.sql import types as T
 from driftline.catalog import BRONZE_COLUMNS, REPORT_SCHEMA
 from driftline.config import FieldSpec, UseCaseConfig
 from driftline.config.checks import check_dataset_fields
-from driftline.config.sections import DatasetLimits, Limits, ValidationSpec
+from driftline.config.sections import DatasetLimits, JsonSpec, Limits, ValidationSpec
 from driftline.errors import DataQualityError, UsageError
 
 log = logging.getLogger(__name__)
 
-RULES = ("not_json", "missing_required", "wrong_type", "out_of_range", "not_allowed", "too_long", "duplicate")
+RULES = ("not_json", "missing_required", "wrong_type", "out_of_range", "not_allowed", "too_long", "unknown_field",
+         "duplicate")
 SOURCE_COLUMNS = ("topic", "partition", "offset")
-_CORRUPT = "_corrupt_record"
 _SPARK_TYPES: dict[str, T.DataType] = {
     "string": T.StringType(),
     "int": T.IntegerType(),
@@ -94,6 +94,7 @@ class Dataset:
     time_field: str
     limits: DatasetLimits = DatasetLimits()
     binary_fields: tuple[str, ...] = ()
+    json: JsonSpec = JsonSpec()
 
     def __post_init__(self) -> None:
         check_dataset_fields(self.name, self.fields, self.id_field, self.time_field, self.limits)
@@ -102,7 +103,7 @@ class Dataset:
 def event_dataset(usecase: UseCaseConfig) -> Dataset:
     """The event stream: the use case's schema, ``event_id`` and ``event_time``."""
     return Dataset("events", tuple(usecase.schema_), usecase.event_id, usecase.event_time,
-                   usecase.validation.event_limits())
+                   usecase.validation.event_limits(), json=usecase.validation.json_)
 
 
 def label_dataset(usecase: UseCaseConfig) -> Dataset:
@@ -125,7 +126,17 @@ def label_dataset(usecase: UseCaseConfig) -> Dataset:
     )
     limits = usecase.validation.label_limits()
     binary = (label.field,) if label.kind == "binary" else ()
-    return Dataset("labels", fields, usecase.event_id, spec.time_field, limits, binary)
+    return Dataset("labels", fields, usecase.event_id, spec.time_field, limits, binary, usecase.validation.json_)
+
+
+def json_options(spec: JsonSpec) -> dict[str, str]:
+    """Spark JSON reader options for ``validation.json``: RFC 8259 unless the use case opts in
+    (Spark's own defaults accept single quotes and ``NaN``/``Infinity``)."""
+    return {
+        "mode": "PERMISSIVE",
+        "allowSingleQuotes": str(spec.single_quotes).lower(),
+        "allowNonNumericNumbers": str(spec.non_numeric_numbers).lower(),
+    }
 
 
 def spark_schema(fields: Sequence[FieldSpec]) -> T.StructType:
@@ -169,8 +180,11 @@ def _field_checks(f: FieldSpec, raw: Column, value: Column, is_id: bool) -> list
 def check_records(bronze: DataFrame, dataset: Dataset) -> DataFrame:
     """Parse bronze ``value`` JSON against ``dataset`` and list each record's failing rules,
     row by row (no shuffle, so a stream can use it): the bronze columns plus ``raw`` (each
-    field's JSON text), ``parsed`` (typed fields), ``reasons`` (``[]`` when good) and
-    ``reason`` (the first, null when good). Duplicates are not looked for: see :func:`classify`.
+    field's JSON text), ``parsed`` (typed fields), ``unknown`` (top-level keys the schema
+    does not name, sorted; null when not JSON), ``reasons`` (``[]`` when good) and ``reason``
+    (the first, null when good). Duplicates are not looked for: see :func:`classify`.
+
+    A record is ``not_json`` unless it is a JSON object under ``validation.json``'s rules.
 
     Example::
 
@@ -179,23 +193,30 @@ def check_records(bronze: DataFrame, dataset: Dataset) -> DataFrame:
     missing = [c for c in BRONZE_COLUMNS if c not in bronze.columns]
     if missing:
         raise UsageError(f"bronze: expected bronze columns {list(BRONZE_COLUMNS)}, missing {missing}")
-    raw_schema = T.StructType(
-        [T.StructField(f.name, T.StringType()) for f in dataset.fields] + [T.StructField(_CORRUPT, T.StringType())]
-    )
     typed_fields = [
         FieldSpec(name=f.name, type="string") if f.name in dataset.binary_fields else f for f in dataset.fields
     ]
-    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+    options = json_options(dataset.json)
+    names = [f.name for f in dataset.fields]
+    # Every top-level key with its JSON text (null when not an object); the typed parse
+    # under the same rules gives null for a value of the wrong type.
+    fields_map = F.from_json(F.col("value"), "map<string,string>", options)
     parsed = bronze.select(
         *[F.col(c) for c in BRONZE_COLUMNS],
-        F.from_json(F.col("value"), raw_schema, options).alias("raw"),
-        F.from_json(F.col("value"), spark_schema(typed_fields), {"mode": "PERMISSIVE"}).alias("typed"),
+        fields_map.alias("fields"),
+        F.from_json(F.col("value"), spark_schema(typed_fields), options).alias("typed"),
+    ).select(
+        *[F.col(c) for c in BRONZE_COLUMNS],
+        F.struct(*[F.col("fields")[n].alias(n) for n in names]).alias("raw"),
+        F.col("typed"),
+        F.array_sort(F.array_except(F.map_keys(F.col("fields")), F.array(*[F.lit(n) for n in names])))
+        .alias("unknown"),
+        F.col("fields").isNull().alias("not_json"),
     )
     values = {
         f.name: _binary_value(F.col("raw")[f.name]) if f.name in dataset.binary_fields else F.col("typed")[f.name]
         for f in dataset.fields
     }
-    not_json = F.col("value").isNull() | F.col("raw").isNull() | F.col("raw")[_CORRUPT].isNotNull()
     checks = [
         check
         for f in dataset.fields
@@ -204,11 +225,14 @@ def check_records(bronze: DataFrame, dataset: Dataset) -> DataFrame:
     rule_reasons = F.filter(
         F.array(*[F.when(cond, F.lit(reason)) for reason, cond in checks]), lambda r: r.isNotNull()
     )
+    if dataset.json.extra == "forbid":
+        rule_reasons = F.concat(rule_reasons, F.transform(F.col("unknown"), lambda n: F.concat(F.lit("unknown_field:"), n)))
     return parsed.select(
         *[F.col(c) for c in BRONZE_COLUMNS],
-        F.col("raw").dropFields(_CORRUPT).alias("raw"),
+        F.col("raw"),
         F.struct(*[v.alias(n) for n, v in values.items()]).alias("parsed"),
-        F.when(not_json, F.array(F.lit("not_json"))).otherwise(rule_reasons).alias("reasons"),
+        F.col("unknown"),
+        F.when(F.col("not_json"), F.array(F.lit("not_json"))).otherwise(rule_reasons).alias("reasons"),
     ).select("*", F.try_element_at(F.col("reasons"), F.lit(1)).alias("reason"))
 
 
@@ -234,6 +258,7 @@ def classify(bronze: DataFrame, dataset: Dataset) -> DataFrame:
         *[F.col(c) for c in BRONZE_COLUMNS],
         F.col("raw"),
         F.col("parsed"),
+        F.col("unknown"),
         F.when(is_duplicate, F.array(F.lit("duplicate"))).otherwise(F.col("reasons")).alias("reasons"),
     ).select("*", F.try_element_at(F.col("reasons"), F.lit(1)).alias("reason"))
 
@@ -305,6 +330,7 @@ class QualityReport:
     source_version: int | None = None
     violations: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    unknown_fields: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def records_quarantined(self) -> int:
@@ -339,6 +365,7 @@ class QualityReport:
             "missing_rate": dict(self.missing_rate),
             "reason_counts": dict(self.reason_counts),
             "rule_counts": dict(self.rule_counts),
+            "unknown_fields": dict(self.unknown_fields),
             "violations": list(self.violations),
             "warnings": list(self.warnings),
         }
@@ -367,7 +394,7 @@ def quality_report(
     names = [f.name for f in dataset.fields]
     summary = (
         classified.groupBy(
-            F.col("reasons"), F.array(*[F.col("raw")[n].isNull() for n in names]).alias("missing")
+            F.col("reasons"), F.array(*[F.col("raw")[n].isNull() for n in names]).alias("missing"), F.col("unknown")
         )
         .agg(F.count(F.lit(1)).alias("n"))
         .collect()
@@ -376,8 +403,11 @@ def quality_report(
     missing = dict.fromkeys(names, 0)
     reason_counts: dict[str, int] = {}
     rule_counts: dict[str, int] = {}
+    unknown: dict[str, int] = {}
     for row in summary:
         n, reasons = int(row["n"]), list(row["reasons"])
+        for name in row["unknown"] or ():
+            unknown[name] = unknown.get(name, 0) + n
         records_in += n
         if not reasons:
             records_good += n
@@ -405,6 +435,7 @@ def quality_report(
         rule_counts={rule: rule_counts[rule] for rule in RULES if rule in rule_counts},
         source_table=source_table,
         source_version=source_version,
+        unknown_fields=dict(sorted(unknown.items())),
     )
 
 

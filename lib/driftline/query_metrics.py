@@ -11,12 +11,19 @@ latency. The latency is measured for the newest event of the batch
 older events of the same batch waited longer. It is null when the query has no
 event-time watermark (Spark reports ``eventTime`` only then).
 
-Spark calls the listener on its listener-bus thread, and a slow callback delays
-every other listener; so a callback only turns the progress into a row and
-appends it to a buffer. A background thread writes the buffer every
-``flush_interval_s`` seconds, as soon as a query terminates, and on
-:meth:`QueryMetricsListener.close` (also registered with ``atexit``). Callbacks
-never raise into Spark: errors are logged. Each flush is one Delta append
+Spark calls a Python listener from its listener-bus thread through the py4j
+callback server, after the fact: a slow callback delays every other listener,
+and one still running when the Python process exits fails in the JVM
+(``Listener PythonStreamingQueryListenerWrapper threw an exception ...
+Py4JException``). So a callback runs no Spark work: it turns the progress into a
+row and appends it to a buffer. A background thread writes the buffer (adding
+each batch's Spark job and stage counts from the status store) every
+``flush_interval_s`` seconds and soon after a query terminates;
+:meth:`QueryMetricsListener.close` (also registered with ``atexit``) first waits
+for the termination event of every run that has stopped, which Spark posts after
+the run's last progress, then removes the listener, waits for callbacks under
+way and writes the rest. Callbacks never raise into Spark: errors are logged.
+Each flush is one Delta append
 carrying ``txnAppId``/``txnVersion`` (the listener's id and a flush counter), so
 a retried flush is not written twice; a failed flush keeps its rows for the
 next one (the buffer is bounded: the oldest rows are dropped first, counted in
@@ -26,7 +33,8 @@ batch id); :func:`latest_per_query` reads them back.
     listener = attach_query_metrics(spark, platform)   # once per session; later calls return it
     query = df.writeStream.queryName("score").start(...)
     ...
-    listener.close()                                   # flush what is buffered
+    query.awaitTermination()
+    listener.close()                                   # the last batch included, then detach
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -82,32 +90,46 @@ def _number(value: Any, kind: type[int] | type[float]) -> Any:
     return None if isinstance(out, float) and out != out else out  # NaN -> null
 
 
+def job_counts(spark: SparkSession, query_ids: Collection[str]) -> dict[tuple[str, int], tuple[int, int]]:
+    """(Spark jobs, stages) of each micro-batch of the queries ``query_ids``, by (query id, batch
+    id), from one pass over the driver's status store (kept for the last ``spark.ui.retainedJobs``
+    jobs; works with the UI off). The fixed cost of a micro-batch grows with its job count.
+
+    Example::
+
+        job_counts(spark, [str(query.id)])  # {('5f0c...', 0): (5, 7), ('5f0c...', 1): (4, 6), ...}
+    """
+    wanted = {str(q) for q in query_ids}
+    if not wanted:
+        return {}
+    jvm_sc = spark.sparkContext._jsc.sc()  # type: ignore[union-attr]
+    jobs = jvm_sc.statusStore().jobsList(None)
+    found: dict[tuple[str, int], tuple[int, int]] = {}
+    for i in range(jobs.size()):
+        job = jobs.apply(i)
+        description = job.description()
+        text = str(description.get()) if description.isDefined() else ""
+        query = _QUERY.search(text)
+        batch = _BATCH.search(text)
+        if query is None or batch is None or query.group(1) not in wanted:
+            continue
+        key = (query.group(1), int(batch.group(1)))
+        n_jobs, n_stages = found.get(key, (0, 0))
+        found[key] = (n_jobs + 1, n_stages + int(job.stageIds().size()))
+    return found
+
+
 def batch_jobs(spark: SparkSession, query_id: str) -> dict[int, tuple[int, int]]:
-    """(Spark jobs, stages) each micro-batch of query ``query_id`` ran, from the driver's
-    status store (kept for the last ``spark.ui.retainedJobs`` jobs; works with the UI off).
-    The fixed cost of a micro-batch grows with its job count: keep it small.
+    """(Spark jobs, stages) each micro-batch of query ``query_id`` ran (see :func:`job_counts`).
 
     Example::
 
         batch_jobs(spark, str(query.id))  # {0: (5, 7), 1: (4, 6), ...}
     """
-    jvm_sc = spark.sparkContext._jsc.sc()  # type: ignore[union-attr]
-    jobs = jvm_sc.statusStore().jobsList(None)
-    found: dict[int, tuple[int, int]] = {}
-    for i in range(jobs.size()):
-        job = jobs.apply(i)
-        description = job.description()
-        text = str(description.get()) if description.isDefined() else ""
-        if f"id = {query_id}" not in text:
-            continue
-        match = _BATCH.search(text)
-        if match:
-            batch = int(match.group(1))
-            n_jobs, n_stages = found.get(batch, (0, 0))
-            found[batch] = (n_jobs + 1, n_stages + int(job.stageIds().size()))
-    return found
+    return {batch: counts for (_, batch), counts in job_counts(spark, [query_id]).items()}
 
 
+_QUERY = re.compile(r"(?<![A-Za-z])id = ([0-9a-fA-F-]{36})")
 _BATCH = re.compile(r"batch = (\d+)")
 
 
@@ -174,6 +196,9 @@ class QueryMetricsListener(StreamingQueryListener):
         self._txn_version = 0
         self._rows: list[dict[str, Any]] = []
         self._seen: dict[tuple[str, str], int] = {}
+        self._running: set[str] = set()  # runs whose start this listener saw and whose end it has not
+        self._in_callback = 0
+        self._detached = False
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -182,36 +207,55 @@ class QueryMetricsListener(StreamingQueryListener):
         self._thread = threading.Thread(target=self._loop, name="driftline-query-metrics", daemon=True)
         self._thread.start()
 
-    # ------------------------------------------------------------------ Spark's callbacks: never raise
+    # ------------------------------------------------------------------ Spark's callbacks: quick, no Spark work, never raise
+
+    def _callback(self, handle: Callable[[], None]) -> None:
+        with self._changed:
+            if self._detached:
+                return
+            self._in_callback += 1
+        try:
+            handle()
+        except Exception:  # noqa: BLE001 - a listener must not fail Spark's listener bus
+            log.exception("query metrics: could not record a listener event")
+        finally:
+            with self._changed:
+                self._in_callback -= 1
+                self._changed.notify_all()
 
     def onQueryStarted(self, event: Any) -> None:
-        pass
+        def started() -> None:
+            with self._changed:
+                self._running.add(str(event.runId))
+
+        self._callback(started)
 
     def onQueryProgress(self, event: Any) -> None:
-        try:
-            progress = event.progress
-            try:
-                jobs = batch_jobs(self._session, str(progress.id)).get(int(progress.batchId))
-            except Exception:  # the status store is a diagnostic: never lose the row for it
-                jobs = None
-            row = progress_row(progress, self._app_name, jobs=jobs)
-            with self._changed:
-                self._rows.append(row)
-                if len(self._rows) > self.max_buffer:
-                    overflow = len(self._rows) - self.max_buffer
-                    del self._rows[:overflow]
-                    self.dropped += overflow
-                key = (row["query_id"], row["run_id"])
-                self._seen[key] = max(self._seen.get(key, -1), row["batch_id"])
-                self._changed.notify_all()
-        except Exception:  # noqa: BLE001 - a listener must not fail Spark's listener bus
-            log.exception("query metrics: could not record a progress event")
+        self._callback(lambda: self._record(event.progress))
 
     def onQueryIdle(self, event: Any) -> None:
         pass
 
     def onQueryTerminated(self, event: Any) -> None:
-        self._wake.set()  # flush soon, from the background thread
+        def terminated() -> None:
+            with self._changed:
+                self._running.discard(str(event.runId))
+                self._changed.notify_all()
+            self._wake.set()  # write soon, from the background thread
+
+        self._callback(terminated)
+
+    def _record(self, progress: Any) -> None:
+        row = progress_row(progress, self._app_name)  # plain Python: the job counts are added when written
+        with self._changed:
+            self._rows.append(row)
+            if len(self._rows) > self.max_buffer:
+                overflow = len(self._rows) - self.max_buffer
+                del self._rows[:overflow]
+                self.dropped += overflow
+            key = (row["query_id"], row["run_id"])
+            self._seen[key] = max(self._seen.get(key, -1), row["batch_id"])
+            self._changed.notify_all()
 
     # ------------------------------------------------------------------ buffer
 
@@ -241,15 +285,18 @@ class QueryMetricsListener(StreamingQueryListener):
     def flush(self) -> int:
         """Append the buffered rows to the Delta table now; return how many were written.
 
-        On failure the rows go back to the buffer and the error propagates."""
+        Called from the background thread and :meth:`close`, never from a listener callback:
+        it runs Spark jobs. The rows get their Spark job and stage counts here, from the
+        status store. On failure the rows go back to the buffer and the error propagates."""
         with self._flush_lock:
             with self._lock:
                 rows, self._rows = self._rows, []
             if not rows:
                 return 0
             try:
+                self._add_job_counts(rows)
                 df = self._session.createDataFrame([tuple(r[c] for c in QUERY_METRICS_COLUMNS) for r in rows],
-                                                QUERY_METRICS_SCHEMA)
+                                                   QUERY_METRICS_SCHEMA)
                 write_delta(df, self.path, mode="append", txn=(self._txn_app, self._txn_version), merge_schema=True)
             except BaseException:
                 with self._lock:
@@ -258,6 +305,18 @@ class QueryMetricsListener(StreamingQueryListener):
             self._txn_version += 1
             log.debug("query metrics: %d rows -> %s", len(rows), self.path)
             return len(rows)
+
+    def _add_job_counts(self, rows: list[dict[str, Any]]) -> None:
+        missing = {r["query_id"] for r in rows if r["spark_jobs"] is None}
+        try:
+            counts = job_counts(self._session, missing)
+        except Exception as e:  # noqa: BLE001 - the status store is a diagnostic: never lose the rows for it
+            log.debug("query metrics: no job counts: %s", e)
+            return
+        for r in rows:
+            found = counts.get((r["query_id"], r["batch_id"]))
+            if r["spark_jobs"] is None and found is not None:
+                r["spark_jobs"], r["spark_stages"] = found
 
     def _loop(self) -> None:
         while not self._closed.is_set():
@@ -273,25 +332,60 @@ class QueryMetricsListener(StreamingQueryListener):
                 log.warning("query metrics: writing %s failed, will retry: %s", self.path, e)
 
     def close(self, timeout_s: float = 60.0) -> None:
-        """Stop the background thread, remove the listener and write what is buffered."""
+        """Write the progress of every batch, the last ones included, and detach the listener.
+
+        Spark hands listener events over asynchronously: when ``awaitTermination()`` returns,
+        the query's last progress events may still be queued, and a callback Python is still
+        running when the process exits makes Spark log ``Listener
+        PythonStreamingQueryListenerWrapper threw an exception``. So, within ``timeout_s``:
+        wait for the termination event of every run this listener saw start that is no longer
+        active (Spark posts it after the run's last progress), stop the background writer,
+        remove the listener, wait for callbacks already under way, and write the buffer from
+        the calling thread. A query still running when this is called is not waited for.
+        """
         if self._closed.is_set():
             return
+        deadline = time.monotonic() + timeout_s
+        live = self._session.sparkContext._jsc is not None
+        if live:
+            self._await_terminations(deadline)
         self._closed.set()
         self._wake.set()
-        self._thread.join(timeout_s)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         _ATTACHED.pop((id(self._session), self.path), None)
-        if self._session.sparkContext._jsc is None:
+        if not live:
+            with self._changed:
+                self._detached = True
             if self.pending():
                 log.warning("query metrics: session stopped, %d rows not written", self.pending())
             return
+        with self._changed:
+            self._detached = True  # a callback arriving from now on returns at once
         try:
             self._session.streams.removeListener(self)
         except Exception as e:  # noqa: BLE001
-            log.debug("query metrics: removing the listener failed: %s", e)
+            log.warning("query metrics: removing the listener failed: %s", e)
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._in_callback == 0, max(0.0, deadline - time.monotonic())):
+                log.warning("query metrics: a listener callback was still running after %ss", timeout_s)
         try:
             self.flush()
         except Exception as e:  # noqa: BLE001
             log.warning("query metrics: final write to %s failed; %d rows lost: %s", self.path, self.pending(), e)
+
+    def _await_terminations(self, deadline: float) -> None:
+        try:
+            active = {str(q.runId) for q in self._session.streams.active}
+        except Exception as e:  # noqa: BLE001 - then wait for no one
+            log.debug("query metrics: cannot list the active queries: %s", e)
+            return
+        with self._changed:
+            ended = self._running - active
+            done = self._changed.wait_for(lambda: not (self._running & ended),
+                                          max(0.0, deadline - time.monotonic()))
+            if not done:
+                log.warning("query metrics: no termination event from runs %s in time; their last batches "
+                            "may be missing from %s", sorted(self._running & ended), self.path)
 
 
 _ATTACHED: dict[tuple[int, str], QueryMetricsListener] = {}

@@ -1,19 +1,25 @@
 """The query-metrics listener on a real streaming query: one row per micro-batch in
-monitoring/queries (read back with delta-rs), with what was fed; callbacks never raise."""
+monitoring/queries (read back with delta-rs), with what was fed; callbacks never raise;
+close() right after an availableNow run records its last batch and leaves no callback running."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from driftline import query_metrics
 from driftline.cli import main
 from driftline.config import PlatformConfig
 from driftline.query_metrics import QUERY_METRICS_COLUMNS, attach_query_metrics, latest_per_query, metrics_path
@@ -21,19 +27,29 @@ from driftline.query_metrics import QUERY_METRICS_COLUMNS, attach_query_metrics,
 FILES = [3, 2, 4]  # events per file; one file per micro-batch
 
 
-def test_listener_records_every_batch_of_a_stateful_query(
-    spark: SparkSession, base_platform: PlatformConfig, tmp_path: Path
-) -> None:
+def lake_platform(base_platform: PlatformConfig, tmp_path: Path) -> PlatformConfig:
     data = base_platform.model_dump(mode="json")
     data["lake_root"] = str(tmp_path / "lake")
-    platform = PlatformConfig.model_validate(data)
+    return PlatformConfig.model_validate(data)
+
+
+def json_files(tmp_path: Path, sizes: list[int]) -> Path:
+    """One JSON file of ``n`` events ``{k, ts}`` per size, minute ``i`` of 2024-02-01, oldest first."""
     source = tmp_path / "in"
     source.mkdir()
-    for i, n in enumerate(FILES):
+    for i, n in enumerate(sizes):
         lines = [json.dumps({"k": f"k{j % 2}", "ts": f"2024-02-01T00:0{i}:{j:02d}Z"}) for j in range(n)]
         part = source / f"part-{i}.json"
         part.write_text("\n".join(lines) + "\n")
         os.utime(part, (1_700_000_000 + 60 * i, 1_700_000_000 + 60 * i))  # the file source reads oldest first
+    return source
+
+
+def test_listener_records_every_batch_of_a_stateful_query(
+    spark: SparkSession, base_platform: PlatformConfig, tmp_path: Path
+) -> None:
+    platform = lake_platform(base_platform, tmp_path)
+    source = json_files(tmp_path, FILES)
     name = f"qm_{uuid.uuid4().hex[:8]}"
 
     listener = attach_query_metrics(spark, platform, flush_interval_s=3600)
@@ -84,3 +100,54 @@ def test_listener_records_every_batch_of_a_stateful_query(
     header, line = out.output.strip().splitlines()
     assert header.split()[:3] == ["query", "batch", "time"]
     assert line.split()[:2] == [name, str(rows[-1]["batch_id"])]
+
+
+def test_close_right_after_an_available_now_run_records_its_last_batch(
+    spark: SparkSession, base_platform: PlatformConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spark hands progress events to a Python listener after the fact, so when
+    awaitTermination() returns the last ones may still be queued behind a slow callback.
+    close() alone (no wait_for_batch) writes one row per batch of the run, with its job
+    count, and returns only once no callback is running: a callback cut off by the process
+    exiting is what made Spark log 'Listener PythonStreamingQueryListenerWrapper threw an exception'."""
+    platform = lake_platform(base_platform, tmp_path)
+    sizes = [2, 3, 1, 2]
+    source = json_files(tmp_path, sizes)
+    name = f"qm_{uuid.uuid4().hex[:8]}"
+    real_row = query_metrics.progress_row
+    finished: list[float] = []
+    lock = threading.Lock()
+
+    def slow_row(progress: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        time.sleep(0.5)  # as long as the py4j work a callback once did
+        row = real_row(progress, *args, **kwargs)
+        with lock:
+            finished.append(time.monotonic())
+        return row
+
+    monkeypatch.setattr(query_metrics, "progress_row", slow_row)
+    listener = attach_query_metrics(spark, platform, flush_interval_s=3600)
+    query = None
+    try:
+        query = (spark.readStream.schema("k string, ts timestamp").option("maxFilesPerTrigger", 1).json(str(source))
+                 .writeStream.format("noop").queryName(name).option("checkpointLocation", str(tmp_path / "ckpt"))
+                 .trigger(availableNow=True).start())
+        query.awaitTermination(120)
+        batches = [p.batchId for p in query.recentProgress]
+        listener.close()
+        closed_at = time.monotonic()
+    finally:
+        if query is not None:
+            query.stop()
+        listener.close()
+    assert query.exception() is None
+    assert batches == list(range(len(sizes)))
+
+    rows = sorted((r for r in DeltaTable(metrics_path(platform)).to_pyarrow_table().to_pylist()
+                   if r["query_name"] == name), key=lambda r: r["batch_id"])
+    assert [r["batch_id"] for r in rows] == batches
+    assert [r["num_input_rows"] for r in rows] == sizes
+    assert {(r["query_id"], r["run_id"]) for r in rows} == {(str(query.id), str(query.runId))}
+    assert all(r["spark_jobs"] >= 1 and r["spark_stages"] >= r["spark_jobs"] for r in rows)
+    assert len(finished) == len(sizes) and max(finished) < closed_at  # no callback outlived close()
+    assert listener.pending() == 0

@@ -16,6 +16,7 @@ from driftline.config.sections import window_seconds
 from driftline.errors import ConfigError
 from driftline.features import (
     feature_spec,
+    online_columns,
     online_features,
     point_in_time_features,
     streaming_plan,
@@ -282,6 +283,8 @@ def test_streaming_windows_match_point_in_time_at_window_ends(
         ({"categorical": ["colour"]}, r"categorical\[0\]: 'colour' is not a categorical field"),
         ({"aggregates": [{"name": "x", "fn": "median", "window": "1h"}]}, r"features\.aggregates\.0\.fn"),
         ({"entity": "nobody"}, r"features\.entity: 'nobody' is not a field"),
+        ({"entity": "id", "aggregates": [agg("n", "count", "1h")]},
+         r"features\.aggregates: the entity is the event itself \('id' is the event_id\).*set features\.entity"),
     ],
 )
 def test_bad_definitions_name_the_key(features: dict[str, Any], message: str) -> None:
@@ -294,3 +297,31 @@ def test_shipped_use_cases_compile(name: str) -> None:
     spec = feature_spec(load_usecase(name))
     assert spec.aggregates and spec.columns()
     assert streaming_plan(spec)
+
+
+def test_the_entity_may_be_the_event_itself_with_per_event_features_only(spark: SparkSession) -> None:
+    uc = UseCaseConfig.parse({
+        "name": "t", "entity_key": "id", "event_id": "id", "event_time": "ts",
+        "schema": [
+            {"name": "id", "type": "string", "required": True},
+            {"name": "amount", "type": "double"},
+            {"name": "flag", "type": "boolean"},
+            {"name": "kind", "type": "string"},
+            {"name": "ts", "type": "timestamp", "required": True},
+        ],
+        "label": {"field": "y", "kind": "binary"},
+        "features": {"numeric": ["amount", "flag"], "categorical": ["kind"],
+                     "ratios": [{"name": "amount_per_flag", "numerator": "amount", "denominator": "flag"}]},
+    })
+    spec = feature_spec(uc)
+    assert spec.key_columns() == ["id"] and online_columns(spec) == []
+    events = spark.createDataFrame(
+        [("e1", 10.0, True, "A & B", at(10)), ("e2", 4.0, False, "x/y: 3×", at(11)), ("e3", None, None, None, at(12))],
+        "id string, amount double, flag boolean, kind string, ts timestamp",
+    )
+    labels = spark.createDataFrame([("e1", 1, at(13)), ("e2", 0, at(13))], "id string, y int, label_time timestamp")
+    got = training_set(point_in_time_features(events, spec), labels, spec)
+    assert got.columns == ["id", "ts", "amount", "flag", "kind", "amount_per_flag", "y", "label_time"]
+    rows = {r["id"]: r.asDict() for r in got.collect()}
+    assert (rows["e1"]["flag"], rows["e1"]["amount_per_flag"], rows["e1"]["kind"]) == (1.0, 10.0, "A & B")
+    assert (rows["e2"]["flag"], rows["e2"]["amount_per_flag"], rows["e2"]["kind"]) == (0.0, None, "x/y: 3×")

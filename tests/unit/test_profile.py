@@ -107,7 +107,7 @@ def test_reference_profile_is_json_and_names_missing_columns(spark: SparkSession
     scores = spark.createDataFrame([(0.1,), (0.9,)], "score double")
     prof = build_reference_profile(train, ["amount"], ["cat"], scores=scores, bins=2)
     assert json.loads(json.dumps(prof)) == prof
-    assert prof["rows"] == 4 and prof["bins"] == 2 and prof["version"] == 1
+    assert prof["rows"] == 4 and prof["bins"] == 2 and prof["version"] == 2
     assert prof["numeric"]["amount"] == {"edges": [2.0], "counts": [1, 3], "null_count": 0}
     assert prof["categorical"]["cat"]["frequencies"] == {"a": 0.75, "b": 0.25}
     assert prof["prediction"]["edges"] == [0.5] and prof["prediction"]["counts"] == [1, 1]

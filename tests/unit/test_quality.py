@@ -262,3 +262,65 @@ def test_shipped_use_cases_have_limits(name: str) -> None:
     uc = load_usecase(name)
     assert event_dataset(uc).limits.max_quarantine_rate is not None
     assert label_dataset(uc).fields[1].name == uc.label.field
+
+
+# --------------------------------------------------------------------------- strict JSON
+
+STRICT_CASES = [
+    # (record text, reasons under the default RFC 8259 rules)
+    ("{'id': 's1', 'user': 'u1', 'amount': 1.0, 'ts': '2024-05-01T10:00:00Z'}", ["not_json"]),
+    ('{"id": "n1", "user": "u1", "amount": NaN, "ts": "2024-05-01T10:00:00Z"}', ["not_json"]),
+    ('{"id": "n2", "user": "u1", "amount": "NaN", "ts": "2024-05-01T10:00:00Z"}', ["wrong_type:amount"]),
+    ('{"id": "i1", "user": "u1", "amount": Infinity, "ts": "2024-05-01T10:00:00Z"}', ["not_json"]),
+    ('{"id": "i2", "user": "u1", "amount": "-Infinity", "ts": "2024-05-01T10:00:00Z"}', ["wrong_type:amount"]),
+    ('[{"id": "a1"}]', ["not_json"]),
+    ('"just a string"', ["not_json"]),
+]
+
+
+def test_json_is_strict_by_default(spark: SparkSession) -> None:
+    classified = classify(bronze(spark, [text for text, _ in STRICT_CASES]), event_dataset(usecase()))
+    got = {r["value"]: list(r["reasons"]) for r in classified.select("value", "reasons").collect()}
+    assert got == {text: reasons for text, reasons in STRICT_CASES}
+
+
+def test_a_use_case_may_opt_in_to_lenient_json(spark: SparkSession) -> None:
+    lenient = usecase({"json": {"single_quotes": True, "non_numeric_numbers": True}})
+    classified = classify(bronze(spark, [text for text, _ in STRICT_CASES[:5]]), event_dataset(lenient))
+    got = {r["id"]: (list(r["reasons"]), r["amount"]) for r in
+           classified.select("parsed.id", "parsed.amount", "reasons").collect()}
+    assert got["s1"] == ([], 1.0)
+    # parsed now, so the range rule sees them (Spark orders NaN above every number)
+    assert got["n1"][0] == got["n2"][0] == ["out_of_range:amount"]
+    assert got["n1"][1] != got["n1"][1] and got["n2"][1] != got["n2"][1]  # NaN
+    assert got["i1"] == (["out_of_range:amount"], float("inf"))
+    assert got["i2"] == (["out_of_range:amount"], float("-inf"))
+
+
+def test_unknown_fields_are_counted_per_field_or_quarantined(spark: SparkSession) -> None:
+    values = [event(id="e1"), event(id="e2", promo="x"), event(id="e3", promo=None, extra_1={"a": 1}),
+              event(id="e4", note=...)]
+    counted = classify(bronze(spark, values), event_dataset(usecase()))
+    report = quality_report(counted, event_dataset(usecase()), usecase="shop", run_id="r", run_time=RUN_TIME)
+    assert report.records_good == 4
+    assert report.unknown_fields == {"extra_1": 1, "promo": 2}
+    row = report.to_frame(spark).first()
+    assert row is not None and row["unknown_fields"] == {"extra_1": 1, "promo": 2}
+
+    forbid = usecase({"json": {"extra": "forbid"}})
+    classified = classify(bronze(spark, values), event_dataset(forbid))
+    got = {r["id"]: list(r["reasons"]) for r in classified.select("parsed.id", "reasons").collect()}
+    assert got == {"e1": [], "e2": ["unknown_field:promo"], "e3": ["unknown_field:extra_1", "unknown_field:promo"],
+                   "e4": []}
+    forbidden = quality_report(classified, event_dataset(forbid), usecase="shop", run_id="r", run_time=RUN_TIME)
+    assert forbidden.rule_counts == {"unknown_field": 2}
+    assert forbidden.reason_counts == {"unknown_field:extra_1": 1, "unknown_field:promo": 1}
+
+
+def test_labels_are_read_with_the_same_rules(spark: SparkSession) -> None:
+    values = ['{"id": "e1", "y": 1, "label_time": "2024-05-01T10:05:00Z"}',
+              "{'id': 'e2', 'y': 1, 'label_time': '2024-05-01T10:05:00Z'}",
+              '{"id": "e3", "y": 0, "label_time": "2024-05-01T10:05:00Z", "source": "manual"}']
+    ds = label_dataset(usecase({"json": {"extra": "forbid"}}))
+    got = [list(r["reasons"]) for r in classify(bronze(spark, values), ds).orderBy("offset").collect()]
+    assert got == [[], ["not_json"], ["unknown_field:source"]]

@@ -7,12 +7,13 @@
     driftline models | promote | rollback | route
                                               the model registry
     driftline queries | alerts check | list   query metrics and drift alerts
+    driftline usecase check | init            check a use case, or draft one from samples
 
 Global options come before the command: ``--conf`` picks another platform.yaml,
 ``--set key=value`` overrides any configuration key (repeatable).
 
 One module per group of commands (:mod:`.kafka`, :mod:`.demo`, :mod:`.simulate`,
-:mod:`.models`, :mod:`.monitoring`); each takes :class:`~driftline.cli.context.Context`
+:mod:`.models`, :mod:`.monitoring`, :mod:`.usecase`); each takes :class:`~driftline.cli.context.Context`
 from :mod:`.context` and exposes ``COMMANDS``, which this module adds to :func:`main`.
 """
 
@@ -22,7 +23,7 @@ import logging
 
 import click
 
-from driftline.cli import demo, kafka, models, monitoring, simulate
+from driftline.cli import demo, kafka, models, monitoring, simulate, usecase
 from driftline.cli.context import Context, DriftlineGroup
 
 __all__ = ["main"]
@@ -44,5 +45,6 @@ def main(ctx: click.Context, conf: str | None, overrides: tuple[str, ...], verbo
     ctx.obj = Context(conf, overrides)
 
 
-for _command in (*kafka.COMMANDS, demo.demo, *simulate.COMMANDS, *models.COMMANDS, *monitoring.COMMANDS):
+for _command in (*kafka.COMMANDS, demo.demo, *simulate.COMMANDS, *models.COMMANDS, *monitoring.COMMANDS,
+                 *usecase.COMMANDS):
     main.add_command(_command)

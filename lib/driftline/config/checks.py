@@ -27,6 +27,18 @@ def check_usecase(uc: UseCaseConfig) -> None:
     check_drift(uc)
     check_streaming(uc)
     check_simulator(uc)
+    check_across_stages(uc)
+
+
+def check_across_stages(uc: UseCaseConfig) -> None:
+    """What no single section can see: the label's names against the events', model features
+    against what the feature definitions produce, drift features against the model's. Every
+    problem is named at once (``driftline usecase check`` lists them one per line)."""
+    from driftline.onboarding import drift_problems, label_problems, model_problems
+
+    problems = [*label_problems(uc), *model_problems(uc), *drift_problems(uc)]
+    if problems:
+        raise ConfigError(f"usecase {uc.name}: " + f"; usecase {uc.name}: ".join(str(p) for p in problems))
 
 
 def check_dataset_fields(
@@ -55,21 +67,38 @@ def check_dataset_fields(
 
 
 def check_features(uc: UseCaseConfig) -> None:
-    """Feature definitions against the schema: fields exist, windows parse, names are unique."""
+    """Feature definitions against the schema: fields exist, windows parse, names are unique.
+    Raises one :class:`ConfigError` naming every problem (see :func:`feature_problems`)."""
+    problems = feature_problems(uc)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def feature_problems(uc: UseCaseConfig) -> list[str]:
+    """Every problem of the ``features:`` section against the schema, one message each,
+    each naming the key (``usecase <uc>: features.<key>: ...``); empty when there is none."""
     defs = uc.features
     types = {f.name: f.type for f in uc.schema_}
     numeric_fields = {n for n, t in types.items() if t in NUMERIC_TYPES}
     entity = defs.entity or uc.entity_key
     label, label_time = uc.label.field, uc.validation.labels.time_field
 
+    problems: list[str] = []
+
     def fail(key: str, message: str) -> None:
-        raise ConfigError(f"usecase {uc.name}: features.{key}: {message}")
+        problems.append(f"usecase {uc.name}: features.{key}: {message}")
 
     if entity not in types:
         fail("entity", f"{entity!r} is not a field; expected one of {sorted(types)}")
     if types.get(uc.event_time) != "timestamp":
         fail("timestamp", f"event_time {uc.event_time!r} must be a timestamp field")
-    for key, names, allowed in (("numeric", defs.numeric, numeric_fields), ("categorical", defs.categorical, set(types))):
+    if entity == uc.event_id and defs.aggregates:
+        fail("aggregates", f"the entity is the event itself ({entity!r} is the event_id), so every window would "
+                           "hold only the event: remove the aggregates, or set features.entity to a field that "
+                           "repeats across events (a customer, a device)")
+    booleans = {n for n, t in types.items() if t == "boolean"}
+    for key, names, allowed in (("numeric", defs.numeric, numeric_fields | booleans),
+                                ("categorical", defs.categorical, set(types))):
         for i, name in enumerate(names):
             if name not in allowed:
                 fail(f"{key}[{i}]", f"{name!r} is not a {key} field; expected one of {sorted(allowed)}")
@@ -106,10 +135,11 @@ def check_features(uc: UseCaseConfig) -> None:
             if ref not in numeric_fields and ref not in numeric_features:
                 fail(f"ratios[{i}].{side}", f"{ref!r} is neither a numeric field nor an earlier numeric feature")
         numeric_features.add(ratio.name)
+    return problems
 
 
 def check_model(uc: UseCaseConfig) -> None:
-    """The estimator must fit the label kind."""
+    """The estimator must fit the label kind; class weights and threshold rules need a binary label."""
     if uc.model is None:
         return
     allowed = CLASSIFIER_NAMES if uc.label.kind == "binary" else REGRESSOR_NAMES
@@ -118,6 +148,13 @@ def check_model(uc: UseCaseConfig) -> None:
             f"usecase {uc.name}: model.estimator: got {uc.model.estimator!r}, but label.kind is "
             f"{uc.label.kind!r}: expected one of {sorted(allowed)}"
         )
+    if uc.label.kind != "binary":
+        if uc.model.class_weight is not None:
+            raise ModelSpecError(f"usecase {uc.name}: model.class_weight: got {uc.model.class_weight!r}, but "
+                                 f"label.kind is {uc.label.kind!r}: class weights need a binary label; remove the key")
+        if not isinstance(uc.model.threshold, float | int):
+            raise ModelSpecError(f"usecase {uc.name}: model.threshold: a rule ({uc.model.threshold.rule}) needs a "
+                                 f"binary label, but label.kind is {uc.label.kind!r}; remove the key")
 
 
 # the metrics the monitor computes per window, by label kind (drift.performance.thresholds)

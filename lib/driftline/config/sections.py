@@ -8,10 +8,11 @@ fitting the label kind) live in :mod:`driftline.config.checks`.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from driftline.config.base import Strict
 from driftline.config.durations import parse_duration, whole_seconds
@@ -107,13 +108,29 @@ class LabelValidation(DatasetLimits):
     time_field: str = "label_time"
 
 
+class JsonSpec(Strict):
+    """How strictly event and label records are read (``validation.json``).
+
+    RFC 8259 by default: single-quoted strings and the non-numeric literals
+    ``NaN``/``Infinity`` (bare, or quoted for a number field) make a record
+    ``not_json`` or ``wrong_type``. Top-level fields the schema does not name are
+    counted per field in the validation report (``extra: count``) or quarantined as
+    ``unknown_field:<name>`` (``extra: forbid``).
+    """
+
+    single_quotes: bool = False
+    non_numeric_numbers: bool = False
+    extra: Literal["count", "forbid"] = "count"
+
+
 class ValidationSpec(DatasetLimits):
     """The ``validation:`` section."""
 
     labels: LabelValidation = LabelValidation()
+    json_: JsonSpec = Field(JsonSpec(), alias="json")
 
     def event_limits(self) -> DatasetLimits:
-        return DatasetLimits.model_validate(self.model_dump(exclude={"labels"}))
+        return DatasetLimits.model_validate(self.model_dump(exclude={"labels", "json_"}))
 
     def label_limits(self) -> DatasetLimits:
         return DatasetLimits.model_validate(self.labels.model_dump(exclude={"time_field"}))
@@ -179,6 +196,48 @@ class PcaSpec(Strict):
     k: int = Field(ge=1)
 
 
+THRESHOLD_RULES = {"max_f1": None, "recall_at_precision": "precision", "precision_at_recall": "recall"}
+
+
+class ThresholdRule(Strict):
+    """A binary decision threshold chosen on the validation split when the model is trained:
+    the best F1, the best recall with ``precision`` at least the floor, or the best precision
+    with ``recall`` at least the floor. ``fallback`` serves versions registered without a
+    chosen threshold."""
+
+    rule: Literal["max_f1", "recall_at_precision", "precision_at_recall"]
+    precision: float | None = Field(None, gt=0, le=1)
+    recall: float | None = Field(None, gt=0, le=1)
+    fallback: float = Field(0.5, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _floor(self) -> ThresholdRule:
+        needed = THRESHOLD_RULES[self.rule]
+        for key in ("precision", "recall"):
+            given = getattr(self, key) is not None
+            if key == needed and not given:
+                raise ValueError(f"rule {self.rule!r} needs {key}: a floor in (0, 1], e.g. {{{key}: 0.5}}")
+            if key != needed and given:
+                raise ValueError(f"{key}: not a parameter of rule {self.rule!r}")
+        return self
+
+    @property
+    def floor(self) -> float | None:
+        needed = THRESHOLD_RULES[self.rule]
+        return None if needed is None else getattr(self, needed)
+
+
+def _threshold_kind(v: Any) -> str:
+    return "ThresholdRule" if isinstance(v, dict | ThresholdRule) else "Number"
+
+
+# a number or a rule; the tags name no YAML key, so errors read ``model.threshold.precision``
+Threshold = Annotated[
+    Annotated[Annotated[float, Field(gt=0, lt=1)], Tag("Number")] | Annotated[ThresholdRule, Tag("ThresholdRule")],
+    Discriminator(_threshold_kind),
+]
+
+
 class ModelSpec(Strict):
     """The ``model:`` section (see :mod:`driftline.training`)."""
 
@@ -189,7 +248,10 @@ class ModelSpec(Strict):
     impute: Literal["median", "mean"] = "median"
     scale: bool = True
     pca: PcaSpec | None = None
-    threshold: float = Field(0.5, gt=0, lt=1)
+    # binary labels: score >= threshold is class 1; a number, or a rule applied on the validation split
+    threshold: Threshold = 0.5
+    # binary labels: per-class weights of the training rows; balanced = n / (2 * n_class) on the train split
+    class_weight: Literal["balanced"] | dict[int, float] | None = None
     split: SplitSpec = SplitSpec()
     search: SearchSpec = SearchSpec()
     gate: GateSpec = GateSpec()
@@ -207,9 +269,21 @@ class ModelSpec(Strict):
             raise ValueError(f"estimator: got {self.estimator!r}, expected one of {known}")
         return self
 
+    @field_validator("class_weight")
+    @classmethod
+    def _class_weight(cls, v: str | dict[int, float] | None) -> str | dict[int, float] | None:
+        if isinstance(v, dict) and (set(v) != {0, 1} or not all(w > 0 and math.isfinite(w) for w in v.values())):
+            raise ValueError(f"expected balanced, null or {{0: w0, 1: w1}} with positive weights, got {v}")
+        return v
+
     @property
     def features(self) -> list[str]:
         return [*self.numeric, *self.categorical]
+
+    @property
+    def default_threshold(self) -> float:
+        """The fixed threshold, or the rule's ``fallback`` (for versions without a chosen one)."""
+        return self.threshold.fallback if isinstance(self.threshold, ThresholdRule) else self.threshold
 
 
 # --------------------------------------------------------------------------- drift:
@@ -225,6 +299,49 @@ class Thresholds(Strict):
     js: float = Field(0.1, gt=0, le=1)
     wasserstein: float = Field(0.1, gt=0)
     unseen_share: float = Field(0.01, gt=0, le=1)
+
+
+class CalibrationFloor(Strict):
+    """The lowest calibrated threshold per statistic: a feature steadier than this still needs this effect."""
+
+    psi: float = Field(0.01, ge=0)
+    js: float = Field(0.02, ge=0, le=1)
+    wasserstein: float = Field(0.01, ge=0)
+
+
+class CalibrateSpec(Strict):
+    """``drift.calibrate``: psi/js/wasserstein thresholds per feature (and for the score) from the
+    spread of each statistic over chunks of the reference (the champion's training rows, its
+    test scores), as NannyML does: ``mean + k * std`` of the chunk values, raised to just above
+    the largest one (no reference chunk reaches its threshold), or the ``quantile`` of them
+    instead; never below ``floor``. Chunks are ``window`` of event time (default
+    ``drift.window``); when a window holds fewer than ``drift.min_samples`` rows on average or
+    there are fewer than ``min_windows`` of them, chunks are as long as it takes to hold twice
+    that many rows (see :mod:`driftline.calibration`). Computed when the model is trained and stored
+    with its reference profile; the p-value condition is unchanged."""
+
+    method: Literal["reference_windows"] = "reference_windows"
+    window: str | None = None
+    min_windows: int = Field(10, ge=3)
+    k: float = Field(3.0, gt=0)
+    quantile: float | None = Field(None, gt=0.5, le=1)
+    floor: CalibrationFloor = CalibrationFloor()
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                whole_seconds(v, key="window")
+            except ConfigError as e:
+                raise ValueError(f"got {v!r}, expected a whole, positive duration such as 1m or 1h") from e
+        return v
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> CalibrateSpec:
+        if self.quantile is not None and "k" in self.model_fields_set:
+            raise ValueError("k, quantile: give one rule, mean + k * std (k) or a quantile of the chunk values")
+        return self
 
 
 class QualitySpec(Strict):
@@ -276,11 +393,38 @@ class AlertRule(Strict):
                 "sources": list(self.sources)}
 
 
+WINDOW_ORIGINS = ("epoch", "training_start")
+
+
+def window_origin(value: Any) -> str:
+    """``drift.origin`` as kept: ``epoch``, ``training_start`` or an ISO 8601 time in UTC. A time
+    without an offset is UTC; YAML hands an unquoted time over as a datetime (or a date).
+
+        >>> window_origin("2024-01-01T00:00:30+02:00")
+        '2023-12-31T22:00:30+00:00'
+    """
+    if isinstance(value, str) and value.strip() in WINDOW_ORIGINS:
+        return value.strip()
+    if isinstance(value, dt.datetime):
+        when = value
+    elif isinstance(value, dt.date):
+        when = dt.datetime(value.year, value.month, value.day)
+    else:
+        try:
+            when = dt.datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            raise ValueError(f"got {value!r}, expected epoch, training_start or an ISO 8601 time such as "
+                             "2024-01-01T00:00:00Z") from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).isoformat()
+
+
 class DriftSpec(Strict):
     """The ``drift:`` section (see conf/usecases/fraud.yaml)."""
 
     window: str = "1m"
     lateness: str = "2m"
+    # where the tumbling windows are aligned (window_origin): epoch, training_start or a time
+    origin: str = "epoch"
     min_samples: int = Field(500, ge=1)
     alpha: float = Field(0.01, gt=0, lt=1)
     features: list[str] | None = None
@@ -290,10 +434,24 @@ class DriftSpec(Strict):
     quality: QualitySpec = QualitySpec()
     performance: PerformanceSpec = PerformanceSpec()
     alert: AlertRule = AlertRule()
+    # null: the fixed thresholds above; a mapping: thresholds calibrated on the reference (CalibrateSpec)
+    calibrate: CalibrateSpec | None = None
 
     @property
     def window_s(self) -> int:
         return whole_seconds(self.window, key="drift.window")
+
+    @property
+    def calibrate_window_s(self) -> int:
+        """Seconds of event time per reference chunk: ``drift.calibrate.window``, else ``drift.window``."""
+        if self.calibrate is not None and self.calibrate.window is not None:
+            return whole_seconds(self.calibrate.window, key="drift.calibrate.window")
+        return self.window_s
+
+    @field_validator("origin", mode="before")
+    @classmethod
+    def _origin(cls, v: Any) -> str:
+        return window_origin(v)
 
     @property
     def lateness_s(self) -> int:

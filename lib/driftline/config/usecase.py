@@ -147,13 +147,29 @@ def load_usecase(name_or_path: str | Path, conf_dir: str | Path | None = None) -
         uc = load_usecase("fraud")
         uc.topic("events")  # 'fraud.events'
     """
+    path = usecase_path(name_or_path, conf_dir)
+    return UseCaseConfig.parse(read_usecase_yaml(path), source=str(path))
+
+
+def usecase_path(name_or_path: str | Path, conf_dir: str | Path | None = None) -> Path:
+    """The YAML file of a use case: a path ending in ``.yaml``/``.yml`` as given, else
+    ``<conf_dir>/usecases/<name>.yaml``, which must exist.
+
+    Example::
+
+        usecase_path("fraud")  # PosixPath('.../conf/usecases/fraud.yaml')
+    """
     candidate = Path(name_or_path)
     if candidate.suffix in {".yaml", ".yml"}:
-        path = candidate
-    else:
-        usecases = Path(conf_dir or default_conf_dir()) / "usecases"
-        path = usecases / f"{name_or_path}.yaml"
-        if not path.exists():
-            known = sorted(p.stem for p in usecases.glob("*.yaml"))
-            raise ConfigError(f"usecase: {str(name_or_path)!r} is not defined: expected one of {known}")
-    return UseCaseConfig.parse(_read_yaml(path), source=str(path))
+        return candidate
+    usecases = Path(conf_dir or default_conf_dir()) / "usecases"
+    path = usecases / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in usecases.glob("*.yaml"))
+        raise ConfigError(f"usecase: {str(name_or_path)!r} is not defined: expected one of {known}")
+    return path
+
+
+def read_usecase_yaml(path: Path) -> dict[str, Any]:
+    """The mapping a use case's YAML file holds, before validation (:class:`ConfigError` if unreadable)."""
+    return _read_yaml(path)

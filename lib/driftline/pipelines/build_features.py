@@ -8,7 +8,8 @@
   labels count) and its label; rebuilt from the silver versions read.
 - ``gold/<uc>_features_online``: the latest aggregate values per entity as of
   ``--as-of`` (default: the newest event time in silver), upserted with a
-  Delta MERGE; an older snapshot never overwrites a newer one.
+  Delta MERGE; an older snapshot never overwrites a newer one. A use case
+  without aggregates (only per-event features) has no online table.
 
 A run over unchanged silver versions and configuration is skipped.
 
@@ -29,7 +30,14 @@ from driftline import catalog
 from driftline.config import PlatformConfig, UseCaseConfig
 from driftline.delta import read_delta, require_version, upsert_delta, write_delta
 from driftline.errors import DriftlineError
-from driftline.features import FeatureSpec, feature_spec, online_features, point_in_time_features, training_set
+from driftline.features import (
+    FeatureSpec,
+    feature_spec,
+    online_columns,
+    online_features,
+    point_in_time_features,
+    training_set,
+)
 from driftline.jobs import JobContext, entry_point
 from driftline.lineage import Lineage, table_input, up_to_date
 
@@ -80,6 +88,9 @@ def run(
         write_delta(offline, offline_path, metadata=offline_lineage.to_json())
         written["offline"] = True
 
+    if not online_columns(spec):
+        log.info("%s: no aggregates are defined, so there is no online table to build", usecase.name)
+        return written
     as_of = as_of or latest_event_time(spark, events_path, events_version, spec)
     online_path = catalog.path(platform, "features_online", usecase)
     online_lineage = Lineage.for_job(

@@ -10,8 +10,12 @@ Three streaming queries, each with its checkpoint under ``monitor/<uc>/<source>`
 
 into monitoring/<uc>_drift, monitoring/<uc>_quality and monitoring/<uc>_performance.
 Window, lateness, thresholds and the Benjamini-Hochberg level come from the
-``drift:`` section of conf/usecases/<uc>.yaml. A window is written once the
-event time passes its end by ``drift.lateness``; a replay rewrites the same rows.
+``drift:`` section of conf/usecases/<uc>.yaml; windows are aligned to ``drift.origin``
+(the epoch, a time, or the first event time of the training data of the model behind
+--alias). A window is written once the event time passes its end by ``drift.lateness``;
+a replay rewrites the same rows. A run that stops by itself (availableNow, once) then
+writes the windows still open, the last included, and they are final: rows arriving
+for them later are dropped as late.
 
     ./spark-submit.sh streaming/monitor.py --usecase fraud                        # all there is, then stop
     ./spark-submit.sh streaming/monitor.py --usecase fraud --trigger '30 seconds' # until stopped
@@ -39,7 +43,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sources", default=",".join(SOURCES),
                         help=f"comma-separated subset of {','.join(SOURCES)} (default: all)")
     parser.add_argument("--profile", help="reference profile JSON to use instead of the champion's (MLflow)")
-    parser.add_argument("--alias", default="champion", help="registry alias whose profile is the reference")
+    parser.add_argument("--alias", default="champion",
+                        help="registry alias whose profile is the reference (and whose training data "
+                             "drift.origin: training_start means)")
     parser.add_argument("--starting-offsets", default="earliest", help="earliest (default) or latest, for Kafka")
 
 
@@ -61,8 +67,8 @@ def _run(ctx: JobContext) -> None:
     listener = attach_query_metrics(ctx.spark, ctx.platform)
     try:
         queries = start_monitor(ctx.spark, ctx.platform, uc, profile, spec=uc.drift, trigger=a.trigger,
-                                sources=a.sources, starting_offsets=a.starting_offsets)
-        await_all(queries)
+                                sources=a.sources, starting_offsets=a.starting_offsets, alias=a.alias)
+        await_all(queries)  # availableNow / once: then every window still open is written
     finally:
         listener.close()
     print(f"monitor: {uc.name}: {', '.join(a.sources)} -> monitoring/{uc.name}_drift, _quality, _performance")

@@ -90,8 +90,9 @@ def validate_stream(
         meta = lineage.to_json()
         write_delta(quarantined_records(classified, run_id, run_time), quarantine, metadata=meta)
         # One report row per (config, bronze version), even when a failed run is repeated.
+        # merge_schema: a report table from before ``unknown_fields`` gains the column
         write_delta(report.to_frame(spark), monitoring, mode="append", metadata=meta,
-                    txn=(f"validate:{name}:{lineage.config_hash}", version))
+                    txn=(f"validate:{name}:{lineage.config_hash}", version), merge_schema=True)
         if not report.violations:
             write_delta(good_records(classified, dataset), silver, metadata=meta)
     finally:
