@@ -574,7 +574,7 @@ def run_python(platform: PlatformConfig, uc: UseCaseConfig, model: Any, expected
     stream_aggs = list(stream_spec.aggregates)
     fns = {a.name: a.fn for a in spec.aggregates}
     tod = spec.definitions.time_of_day
-    threshold = model_spec(uc).threshold
+    threshold = model_spec(uc).default_threshold  # the bench registers its model without a chosen threshold
     name = model_name(uc)
     pipeline = numpy_pipeline(model)
     checks = Checks(list(uc.schema_), uc.event_id)

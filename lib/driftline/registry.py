@@ -5,24 +5,30 @@ Every change is a row in the Delta table ``audit/<uc>_model_events``
 (:data:`AUDIT_COLUMNS`). Rollback history lives in a model-version tag: when a
 version becomes champion it records the version it replaced in
 ``driftline.previous_champion``, so :func:`rollback` walks back one step per
-call, as often as there is history::
+call, as often as there is history. A binary model's decision threshold (fixed, or
+chosen on its validation split) is the version tag ``driftline.decision_threshold``,
+written once at registration and read by batch and streaming scoring
+(:func:`version_threshold`), so a champion and a challenger each decide at their own::
 
-    v = register_version(spark, platform, uc, run_id)          # alias challenger
+    v = register_version(spark, platform, uc, run_id, threshold=0.27)   # alias challenger
     decision = gate_and_promote(spark, platform, uc, v, test_df, spec)
     rollback(spark, platform, uc)                               # champion back to the previous one
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
@@ -48,6 +54,9 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_TAG = "driftline.previous_champion"
+THRESHOLD_TAG = "driftline.decision_threshold"
+# the threshold-dependent test metrics the gate reports for both models (binary labels)
+DECISION_METRICS = ("threshold", "precision", "recall", "f1")
 ACTIONS = frozenset({"register", "promote", "rollback", "gate_refused", "route", "retrain_triggered"})
 
 
@@ -118,24 +127,33 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> int | None:
 
 def register_version(
     spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, run_id: str,
-    metrics: dict[str, float] | None = None,
+    metrics: dict[str, float] | None = None, threshold: float | None = None,
 ) -> int:
     """Register the run's model as a new version of ``<uc>-model``, alias it
     ``challenger`` and audit ``register``. Returns the version number.
 
+    ``threshold`` (default: the run's ``decision_threshold`` metric, if it logged one)
+    becomes the version's tag ``driftline.decision_threshold``, set before the alias
+    moves, so no scorer sees the version without it.
+
     Example::
 
-        version = register_version(spark, platform, uc, run.info.run_id)
+        version = register_version(spark, platform, uc, run.info.run_id, threshold=result.threshold)
     """
     if not run_id:
         raise UsageError("run_id: expected an MLflow run id, got an empty value")
+    if threshold is not None and not 0 < threshold < 1:
+        raise UsageError(f"threshold: expected a decision threshold in (0, 1), got {threshold}")
     client = client_for(platform)
     name = model_name(uc)
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description=f"driftline model of use case {uc.name}")
-    mv = mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name)
+    if threshold is None:
+        threshold = client.get_run(run_id).data.metrics.get("decision_threshold")
+    tags = {} if threshold is None else {THRESHOLD_TAG: repr(float(threshold))}
+    mv = mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name, tags=tags)
     version = int(mv.version)
     previous = alias_version(client, name, CHALLENGER)
     client.set_registered_model_alias(name, CHALLENGER, str(version))
@@ -170,8 +188,30 @@ def list_versions(platform: PlatformConfig, uc: UseCaseConfig) -> list[dict[str,
         out.append({
             "version": int(mv.version), "aliases": sorted(by_version.get(int(mv.version), [])),
             "run_id": mv.run_id, "created": mv.creation_timestamp, "metrics": metrics,
+            "threshold": _tag_threshold(mv.tags),
         })
     return sorted(out, key=lambda r: -r["version"])
+
+
+def _tag_threshold(tags: dict[str, str] | None) -> float | None:
+    text = (tags or {}).get(THRESHOLD_TAG)
+    return None if text is None else float(text)
+
+
+def version_threshold(client: MlflowClient, uc: UseCaseConfig, version: int) -> float:
+    """The decision threshold of ``version``: its ``driftline.decision_threshold`` tag, or for
+    a version registered without one, the use case's fixed ``model.threshold`` (a rule's
+    ``fallback``). Tags never change after registration, so callers may cache it with the model.
+
+    Example::
+
+        version_threshold(client_for(platform), uc, 3)  # 0.2714...
+    """
+    mv = client.get_model_version(model_name(uc), str(version))
+    tagged = _tag_threshold(mv.tags)
+    if tagged is not None:
+        return tagged
+    return uc.model.default_threshold if uc.model is not None else 0.5
 
 
 def load_alias(platform: PlatformConfig, uc: UseCaseConfig, alias: str = CHAMPION) -> tuple[PipelineModel, int]:
@@ -209,10 +249,12 @@ class GateDecision:
     extra: dict[str, float] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
+        """The compared metric of both models, plus ``extra`` (binary: each model's threshold,
+        precision, recall and F1 on the test data, ``challenger_f1`` ...)."""
         out = {f"challenger_{self.metric}": self.challenger}
         if self.champion is not None:
             out[f"champion_{self.metric}"] = self.champion
-        return out
+        return {**out, **self.extra}
 
 
 def gate_decision(metric: str, challenger: float, champion: float | None, gate: GateSpec) -> GateDecision:
@@ -257,8 +299,11 @@ def evaluate_gate(
     platform: PlatformConfig, uc: UseCaseConfig, spec: ModelSpec, test_df: DataFrame,
     challenger_metrics: dict[str, float],
 ) -> tuple[GateDecision, int | None]:
-    """Re-score the current champion on ``test_df`` (the challenger's test set) and
-    decide; returns the decision and the champion version (None if there is none)."""
+    """Re-score the current champion on ``test_df`` (the challenger's test set) at the
+    champion's own decision threshold and decide; returns the decision and the champion
+    version (None if there is none). For binary labels the decision also reports both
+    models' threshold, precision, recall and F1 (``challenger_metrics`` were computed at the
+    challenger's threshold)."""
     client = client_for(platform)
     name = model_name(uc)
     metric = gate_metric(spec, uc.label.kind)
@@ -266,10 +311,19 @@ def evaluate_gate(
         raise ConfigError(f"model.gate.metric: {metric!r} is not among the test metrics {sorted(challenger_metrics)}")
     champion_version = alias_version(client, name, CHAMPION)
     champion_value: float | None = None
+    champion_metrics: dict[str, float] = {}
     if champion_version is not None:
         champion_model, champion_version = load_alias(platform, uc, CHAMPION)
-        champion_value = evaluate(champion_model, test_df, uc.label.kind, uc.label.field, spec.threshold)[metric]
-    return gate_decision(metric, float(challenger_metrics[metric]), champion_value, spec.gate), champion_version
+        champion_metrics = evaluate(champion_model, test_df, uc.label.kind, uc.label.field,
+                                    version_threshold(client, uc, champion_version))
+        champion_value = champion_metrics[metric]
+    decision = gate_decision(metric, float(challenger_metrics[metric]), champion_value, spec.gate)
+    if uc.label.kind == "binary":
+        extra = {f"{who}_{k}": float(m[k]) for who, m in (("challenger", challenger_metrics),
+                                                         ("champion", champion_metrics))
+                 for k in DECISION_METRICS if k in m}
+        decision = dataclasses.replace(decision, extra={**extra, **decision.extra})
+    return decision, champion_version
 
 
 def _set_champion(
@@ -301,6 +355,7 @@ def gate_and_promote(
     """
     decision, champion = evaluate_gate(platform, uc, spec, test_df, challenger_metrics)
     name = model_name(uc)
+    _log_gate(client_for(platform), name, version, decision)
     if decision.passed:
         _set_champion(spark, platform, uc, version, action="promote", reason=f"gate passed: {decision.reason}",
                       metrics=decision.metrics())
@@ -311,6 +366,17 @@ def gate_and_promote(
                      to_version=version, reason=decision.reason, metrics=decision.metrics(), run_id=run_id)
     log.info("gate for %s v%d: %s", name, version, decision.reason)
     return decision
+
+
+def _log_gate(client: MlflowClient, name: str, version: int, decision: GateDecision) -> None:
+    """The gate's metrics (``gate_challenger_f1`` ...) and verdict into the challenger's run."""
+    run_id = client.get_model_version(name, str(version)).run_id
+    if not run_id:
+        return
+    now = int(time.time() * 1000)
+    values = {**decision.metrics(), "passed": float(decision.passed)}
+    client.log_batch(run_id, metrics=[Metric(f"gate_{k}", float(v), now, 0) for k, v in values.items()
+                                      if v is not None and not math.isnan(float(v))])
 
 
 def rebuild_test_set(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, version: int

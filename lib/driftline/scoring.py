@@ -17,7 +17,8 @@ One query, one pass per micro-batch::
              the online table (read once per Delta version, cached), time of day, ratios
           3. champion scores natively (PipelineModel.transform); the challenger in shadow
              (scored, stored, never served) or canary (a stable hash of the entity picks
-             ``share`` of entities, served by the challenger); class 1 when score >= model.threshold
+             ``share`` of entities, served by the challenger); class 1 when score >= the model
+             version's decision threshold (tag ``driftline.decision_threshold``, loaded with the model)
           4. one Delta append per table with txnAppId/txnVersion = (query, batch id):
              predictions/<uc>, gold/<uc>_features_stream (what was served), quarantine/<uc>_events_stream
           5. one Kafka write: served predictions → <uc>.predictions, bad records → <uc>.dlq
@@ -55,7 +56,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -344,7 +345,7 @@ def finish_features(events: DataFrame, online: DataFrame | None, spec: FeatureSp
 
         finish_features(batch_with_stream_aggregates, online, feature_spec(uc), ["txn_count_24h"])
     """
-    from driftline.features import time_of_day_columns
+    from driftline.features import event_feature, time_of_day_columns
 
     fns = {a.name: a.fn for a in spec.aggregates}
     if table_names and online is not None:
@@ -359,9 +360,7 @@ def finish_features(events: DataFrame, online: DataFrame | None, spec: FeatureSp
          else F.col(f"_online_{n}")).alias(n)
         for n in table_names
     ]
-    categorical = set(spec.definitions.categorical)
-    base = [F.col(c).cast("string").alias(c) if c in categorical else F.col(c)
-            for c in events.columns if c not in table_names]
+    base = [event_feature(spec, c) for c in events.columns if c not in table_names]
     out = looked_up.select(*base, *time_of_day_columns(spec), *filled)
     return with_ratios(out, spec.ratios)
 
@@ -391,28 +390,29 @@ def _scored(model: PipelineModel, df: DataFrame, uc: UseCaseConfig, threshold: f
 
 
 def route_and_score(
-    features: DataFrame, plan: BatchPlan, models: dict[int, PipelineModel], uc: UseCaseConfig, threshold: float,
-    name: str,
+    features: DataFrame, plan: BatchPlan, models: dict[int, PipelineModel], uc: UseCaseConfig,
+    thresholds: Mapping[int, float], name: str,
 ) -> DataFrame:
     """Predictions of one batch under ``plan``: champion served for everything (champion
     mode), plus the challenger unserved (shadow), or the canary entities served by the
-    challenger and the rest by the champion (canary)."""
-    champ = models[plan.champion_version]
+    challenger and the rest by the champion (canary). Each model decides at its version's
+    threshold, ``thresholds[version]``."""
+    champ, champ_t = models[plan.champion_version], thresholds[plan.champion_version]
     common = {"name": name}
     if plan.challenger_version is None or plan.mode == "champion":
-        return _scored(champ, features, uc, threshold, route="champion", served=True,
+        return _scored(champ, features, uc, champ_t, route="champion", served=True,
                        version=plan.champion_version, **common)
-    chall = models[plan.challenger_version]
+    chall, chall_t = models[plan.challenger_version], thresholds[plan.challenger_version]
     if plan.mode == "shadow":
-        served = _scored(champ, features, uc, threshold, route="champion", served=True,
+        served = _scored(champ, features, uc, champ_t, route="champion", served=True,
                          version=plan.champion_version, **common)
-        shadow = _scored(chall, features, uc, threshold, route="shadow", served=False,
+        shadow = _scored(chall, features, uc, chall_t, route="shadow", served=False,
                          version=plan.challenger_version, **common)
         return served.unionByName(shadow)
     canary = in_canary(F.col(uc.entity_key), plan.share)
-    by_champion = _scored(champ, features.where(~canary), uc, threshold, route="champion", served=True,
+    by_champion = _scored(champ, features.where(~canary), uc, champ_t, route="champion", served=True,
                           version=plan.champion_version, **common)
-    by_challenger = _scored(chall, features.where(canary), uc, threshold, route="challenger", served=True,
+    by_challenger = _scored(chall, features.where(canary), uc, chall_t, route="challenger", served=True,
                             version=plan.challenger_version, **common)
     return by_champion.unionByName(by_challenger)
 
@@ -441,7 +441,6 @@ class BatchScorer:
     def __init__(self, spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, checkpoint: str, *,
                  idempotent: bool = True) -> None:
         from driftline.registry import model_name
-        from driftline.training import model_spec
 
         self.spark, self.platform, self.uc = spark, platform, uc
         self.stream = streaming_spec(uc)
@@ -449,11 +448,11 @@ class BatchScorer:
         self.dataset = event_dataset(uc)
         self.window_max_s = self.stream.stream_window_max_s
         _, self.table_names = split_aggregates(self.features, self.window_max_s)
-        self.threshold = model_spec(uc).threshold
         self.name = model_name(uc)
         self.idempotent = idempotent
         self.app_id = "driftline-score-" + hashlib.sha256(checkpoint.encode()).hexdigest()[:16]
         self.models: dict[int, PipelineModel] = {}
+        self.thresholds: dict[int, float] = {}  # each version's decision threshold, loaded with its model
         self.plans = PlanLog(spark, checkpoint)
         self.last_plan: BatchPlan | None = None
         self.online_path = catalog.path(platform, "features_online", uc)
@@ -487,12 +486,14 @@ class BatchScorer:
         if version not in self.models:
             import mlflow.spark
 
-            from driftline.registry import client_for
+            from driftline.registry import client_for, version_threshold
 
-            client_for(self.platform)
+            client = client_for(self.platform)
             started = time.monotonic()
             self.models[version] = mlflow.spark.load_model(f"models:/{self.name}/{version}")
-            log.info("loaded %s v%d in %.1fs", self.name, version, time.monotonic() - started)
+            self.thresholds[version] = version_threshold(client, self.uc, version)
+            log.info("loaded %s v%d (threshold %.6g) in %.1fs", self.name, version, self.thresholds[version],
+                     time.monotonic() - started)
         return self.models[version]
 
     def warm_up(self) -> None:
@@ -547,7 +548,7 @@ class BatchScorer:
             events = rows.where(~is_bad).drop("value", "reason", "reasons", "key", "ingest_time")
             features = finish_features(events, self.online(plan.online_version), self.features, self.table_names)
             predictions = (
-                route_and_score(features, plan, models, self.uc, self.threshold, self.name)
+                route_and_score(features, plan, models, self.uc, self.thresholds, self.name)
                 .withColumn("batch_id", F.lit(batch_id).cast("long"))
                 .withColumn("scoring_time", F.current_timestamp())
                 .select(*[F.col(f.name).cast(f.dataType) for f in PREDICTION_SCHEMA.fields])

@@ -134,7 +134,8 @@ def spec_params(spec: ModelSpec) -> dict[str, str]:
         "impute": spec.impute,
         "scale": str(spec.scale),
         "pca.k": str(spec.pca.k) if spec.pca else "none",
-        "threshold": str(spec.threshold),
+        "threshold": json.dumps(spec.model_dump(mode="json")["threshold"], sort_keys=True),
+        "class_weight": json.dumps(spec.model_dump(mode="json")["class_weight"], sort_keys=True),
         "split.method": spec.split.method,
         "split.fractions": json.dumps(list(spec.split.fractions)),
         "search.method": spec.search.method,
@@ -177,6 +178,11 @@ def log_training_run(
     mlflow.log_params({f"best.{k}": json.dumps(v) for k, v in result.best_params.items()})
     mlflow.set_tags({f"driftline.{k}": v for k, v in lineage.items()})
     mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.metrics.items()})
+    if result.threshold is not None:  # binary: the decision threshold, and what it reached on validation
+        mlflow.log_params({"decision_threshold": repr(result.threshold),
+                           "class_weights": json.dumps(result.class_weights, sort_keys=True)})
+        mlflow.log_metrics({"decision_threshold": result.threshold,
+                            **(result.threshold_choice.metrics() if result.threshold_choice else {})})
     mlflow.log_table(pd.DataFrame(result.search_results), SEARCH_ARTIFACT)
     mlflow.log_dict(profile, PROFILE_ARTIFACT)
     mlflow.log_dict(spec.model_dump(mode="json"), SPEC_ARTIFACT)

@@ -20,7 +20,10 @@ regression) and the estimator name decide. The pieces compose::
       impute: median                              # | mean
       scale: true                                 # StandardScaler
       pca: null                                   # or {k: 5}
-      threshold: 0.5                              # binary: score >= threshold is class 1
+      threshold: 0.5                              # binary: score >= threshold is class 1; or a rule on the
+                                                  # validation split: {rule: max_f1} | {rule: recall_at_precision,
+                                                  # precision: 0.5} | {rule: precision_at_recall, recall: 0.5}
+      class_weight: null                          # binary: balanced | {0: w0, 1: w1}
       split: {method: time, fractions: [0.7, 0.15, 0.15], seed: 42}   # | random (hash of event id)
       search: {method: grid, n: 4, params: {regParam: [0.0, 0.1]},
                validation: train_validation_split, folds: 3, parallelism: 2, metric: roc_auc}
@@ -65,6 +68,7 @@ from driftline.config.sections import (
     RangeSpec,
     SearchSpec,
     SplitSpec,
+    ThresholdRule,
 )
 from driftline.delta import delta_version, is_delta_table, read_delta
 from driftline.errors import MissingColumnsError, ModelSpecError, TrainingDataError, UsageError
@@ -83,6 +87,7 @@ DEFAULT_METRIC: dict[str, str] = {"binary": "roc_auc", "regression": "rmse"}
 
 SCORE_COL = "score"
 FEATURES_COL = "_dl_assembled"
+WEIGHT_COL = "_dl_weight"
 PREFIX = "_dl_"
 
 
@@ -140,7 +145,7 @@ def read_training_table(spark: SparkSession, path: str, version: int | None = No
 
 def check_columns(df: DataFrame, uc: UseCaseConfig, spec: ModelSpec) -> None:
     """Raise :class:`MissingColumnsError` naming every column the model needs but ``df`` lacks."""
-    needed = [uc.event_id, uc.entity_key, uc.event_time, uc.label.field, *spec.features]
+    needed = list(dict.fromkeys([uc.event_id, uc.entity_key, uc.event_time, uc.label.field, *spec.features]))
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise MissingColumnsError(
@@ -198,12 +203,16 @@ def split_dataset(df: DataFrame, uc: UseCaseConfig, split: SplitSpec) -> Splits:
 # --------------------------------------------------------------------------- pipeline
 
 
-def make_estimator(spec: ModelSpec, label_col: str, seed: int, features_col: str = FEATURES_COL) -> Estimator:
-    """The configured estimator, reading ``features_col``, with ``seed`` where it has one."""
+def make_estimator(spec: ModelSpec, label_col: str, seed: int, features_col: str = FEATURES_COL,
+                   weight_col: str | None = None) -> Estimator:
+    """The configured estimator, reading ``features_col`` (and row weights from ``weight_col``),
+    with ``seed`` where it has one."""
     cls = {**CLASSIFIERS, **REGRESSORS}[spec.estimator]
     est: Estimator = cls(featuresCol=features_col, labelCol=label_col, predictionCol="prediction")
     if est.hasParam("seed"):
         est.set(est.getParam("seed"), seed)
+    if weight_col is not None:
+        est.set(est.getParam("weightCol"), weight_col)
     for name, value in spec.estimator_params.items():
         _set_param(est, name, value, "model.estimator_params")
     return est
@@ -454,12 +463,144 @@ def evaluate(model: Transformer, df: DataFrame, kind: LabelKind, label_col: str,
     return regression_metrics(scored, label_col)
 
 
+# --------------------------------------------------------------------------- class weights and thresholds
+
+
+def class_weights(spec: ModelSpec, counts: Mapping[int, int]) -> dict[int, float] | None:
+    """``model.class_weight`` as ``{0: w0, 1: w1}`` (None: unweighted). ``balanced`` gives each
+    class ``n / (2 * n_class)`` of ``counts``, the label counts of the training split, so
+    both classes carry the same total weight.
+
+        >>> class_weights(ModelSpec(numeric=["a"], estimator="gbt", class_weight="balanced"), {0: 990, 1: 10})
+        {0: 0.5050505050505051, 1: 50.0}
+    """
+    if spec.class_weight is None:
+        return None
+    if isinstance(spec.class_weight, dict):
+        return {int(k): float(v) for k, v in spec.class_weight.items()}
+    n0, n1 = int(counts.get(0, 0)), int(counts.get(1, 0))
+    if n0 == 0 or n1 == 0:
+        raise TrainingDataError(f"model.class_weight: balanced needs both classes in the train split, got "
+                                f"{n0} negatives and {n1} positives")
+    n = n0 + n1
+    return {0: n / (2.0 * n0), 1: n / (2.0 * n1)}
+
+
+def label_counts(df: DataFrame, label_col: str) -> dict[int, int]:
+    """Rows per binary label value (0/1), in one aggregation."""
+    y = F.col(label_col).cast("double")
+    row = df.agg(F.count_if(y == 0.0).alias("n0"), F.count_if(y == 1.0).alias("n1")).first()
+    return {0: int(row["n0"] or 0), 1: int(row["n1"] or 0)} if row else {0: 0, 1: 0}
+
+
+def weight_column(label_col: str, weights: Mapping[int, float]) -> Column:
+    """Each row's weight: ``weights[1]`` for label 1, ``weights[0]`` otherwise."""
+    return (F.when(F.col(label_col).cast("double") == 1.0, F.lit(float(weights[1])))
+            .otherwise(F.lit(float(weights[0]))))
+
+
+# the metric each rule's floor (or, for max_f1, its goal) is about
+THRESHOLD_FLOOR = {"max_f1": "f1", "recall_at_precision": "precision", "precision_at_recall": "recall"}
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A decision threshold chosen by a rule on (score, label) pairs, and what it reaches there.
+
+    ``met`` is False when the rule's floor was out of reach: the threshold is then the one
+    that comes closest to it (the best precision for ``recall_at_precision``, the best
+    recall for ``precision_at_recall``)."""
+
+    threshold: float
+    rule: str
+    precision: float
+    recall: float
+    f1: float
+    met: bool
+    rows: int
+    positives: int
+
+    def metrics(self, prefix: str = "validation_") -> dict[str, float]:
+        """What an MLflow run logs: ``decision_threshold``, ``decision_threshold_met`` (0/1) and
+        ``validation_precision``, ``_recall``, ``_f1``, ``_rows``, ``_positives``."""
+        reached = {f"{prefix}{k}": float(getattr(self, k)) for k in ("precision", "recall", "f1", "rows", "positives")}
+        return {"decision_threshold": self.threshold, "decision_threshold_met": float(self.met), **reached}
+
+
+def choose_threshold(scores: Sequence[float] | np.ndarray, labels: Sequence[float] | np.ndarray,
+                     rule: ThresholdRule) -> ThresholdChoice:
+    """The threshold ``rule`` picks on exact (score, label) pairs, for the decision ``score >= t``.
+
+    The candidates are the midpoints between consecutive distinct scores and half the lowest
+    score, so tied scores always fall on the same side and every way of splitting the pairs
+    that flags something is considered (exact: no binning). ``max_f1`` maximises F1; ``recall_at_precision``
+    the recall among cuts with precision >= ``rule.precision``; ``precision_at_recall`` the
+    precision among cuts with recall >= ``rule.recall``. Ties go to the other metric, then to
+    the higher threshold (fewer positives). An unreachable floor is not an error: see
+    :class:`ThresholdChoice` ``met``.
+
+        >>> c = choose_threshold([0.9, 0.8, 0.6, 0.2], [1, 0, 1, 0], ThresholdRule(rule="max_f1"))
+        >>> c.threshold, c.recall, round(c.precision, 3)
+        (0.4, 1.0, 0.667)
+    """
+    if not isinstance(rule, ThresholdRule):
+        raise TypeError(f"rule: expected ThresholdRule, got {type(rule).__name__}")
+    s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
+    if s.shape != y.shape or s.ndim != 1:
+        raise UsageError(f"scores, labels: expected two 1-d sequences of one length, got {s.shape} and {y.shape}")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise UsageError("labels: expected 0/1 values")
+    if not np.isfinite(s).all():
+        raise UsageError("scores: expected finite values")
+    positives = int(y.sum())
+    if positives == 0:
+        raise TrainingDataError(f"model.threshold: rule {rule.rule} needs positive labels in the validation split, "
+                                f"it has none among {len(y)} rows; use a fixed threshold or more data")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # last row of each distinct score, descending
+    values = s[ends]
+    cuts = (values + np.r_[values[1:], 0.0]) / 2.0
+    tp = np.cumsum(y)[ends]
+    flagged = (ends + 1).astype(float)
+    precision, recall, f1 = tp / flagged, tp / positives, 2.0 * tp / (flagged + positives)
+    valid = (cuts > 0.0) & (cuts < 1.0)  # a threshold lies in (0, 1); all scores 0 leaves nothing to cut
+    if not valid.any():
+        raise TrainingDataError(f"model.threshold: every validation score is {values[0]}; nothing to choose from")
+    floor = 0.0 if rule.floor is None else rule.floor
+    if rule.rule == "max_f1":
+        goal, tie, allowed, fallback = f1, precision, valid, (f1, precision)
+    elif rule.rule == "recall_at_precision":
+        goal, tie, allowed, fallback = recall, precision, valid & (precision >= floor), (precision, recall)
+    else:
+        goal, tie, allowed, fallback = precision, recall, valid & (recall >= floor), (recall, precision)
+    met = bool(allowed.any())
+    if not met:
+        goal, tie = fallback
+        allowed = valid
+        log.warning("model.threshold: no cut reaches %s >= %s on the validation split; using the closest (%s %.4g)",
+                    THRESHOLD_FLOOR[rule.rule], floor, THRESHOLD_FLOOR[rule.rule], float(goal[valid].max()))
+    idx = np.flatnonzero(allowed)
+    # best goal, then best tie-breaker, then the highest threshold (cuts descend with the index)
+    pick = int(idx[np.lexsort((idx, -tie[idx], -goal[idx]))[0]])
+    return ThresholdChoice(threshold=float(cuts[pick]), rule=rule.rule, precision=float(precision[pick]),
+                           recall=float(recall[pick]), f1=float(f1[pick]), met=met, rows=len(y), positives=positives)
+
+
+def score_pairs(scored: DataFrame, label_col: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (score, label) pairs of a :func:`score_frame` output, collected to the driver."""
+    rows = scored.select(F.col(SCORE_COL).alias("s"), F.col(label_col).cast("double").alias("y")).collect()
+    pairs = np.array([(r["s"], r["y"]) for r in rows], dtype=float).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
 # --------------------------------------------------------------------------- fit
 
 
 @dataclass
 class TrainResult:
-    """What :func:`fit` produces: the fitted pipeline, the test metrics and the search table."""
+    """What :func:`fit` produces: the fitted pipeline, the test metrics (binary: at ``threshold``)
+    and the search table; for a threshold rule, the choice made on the validation split."""
 
     model: PipelineModel
     metrics: dict[str, float]
@@ -468,12 +609,15 @@ class TrainResult:
     rows: dict[str, int]
     search_metric: str
     extra: dict[str, Any] = field(default_factory=dict)
+    threshold: float | None = None  # the binary decision threshold of this model; None for regression
+    threshold_choice: ThresholdChoice | None = None
+    class_weights: dict[int, float] | None = None
 
 
 def prepare(df: DataFrame, uc: UseCaseConfig, spec: ModelSpec) -> DataFrame:
     """The columns training reads, with the label as double and rows without a label dropped."""
     label = uc.label.field
-    cols = [uc.event_id, uc.entity_key, uc.event_time, *spec.features]
+    cols = list(dict.fromkeys([uc.event_id, uc.entity_key, uc.event_time, *spec.features]))
     return (
         df.select(*[F.col(c) for c in cols], F.col(label).cast("double").alias(label))
         .where(F.col(label).isNotNull())
@@ -489,6 +633,12 @@ def fit(splits: Splits, uc: UseCaseConfig, spec: ModelSpec) -> TrainResult:
     ``model.split.fractions``; ``cross_validation`` uses ``model.search.folds``.
     Both carry ``model.split.seed``, as does every estimator with a seed.
 
+    Binary labels: ``model.class_weight`` weights the rows (weights from the train split's
+    label counts). A ``model.threshold`` rule is applied to the validation split scored by
+    the best parameters fitted on the train split alone (one more fit: the refitted model
+    has seen the validation rows), on the exact collected (score, label) pairs; the
+    refitted model keeps that threshold and is evaluated on test at it.
+
     Example::
 
         result = fit(split_dataset(prepare(df, uc, spec), uc, spec.split), uc, spec)
@@ -498,7 +648,10 @@ def fit(splits: Splits, uc: UseCaseConfig, spec: ModelSpec) -> TrainResult:
     label = uc.label.field
     seed = spec.split.seed
     stages, features_col = feature_stages(spec)
-    estimator = make_estimator(spec, label, seed, features_col=features_col)
+    counts = label_counts(splits.train, label) if kind == "binary" and spec.class_weight == "balanced" else {}
+    weights = class_weights(spec, counts) if kind == "binary" else None
+    estimator = make_estimator(spec, label, seed, features_col=features_col,
+                               weight_col=WEIGHT_COL if weights else None)
     candidates = candidate_params(spec.search, seed)
     maps = param_maps(estimator, candidates)
     metric = spec.search.metric or DEFAULT_METRIC[kind]
@@ -512,45 +665,64 @@ def fit(splits: Splits, uc: UseCaseConfig, spec: ModelSpec) -> TrainResult:
         tuner = TrainValidationSplit(estimator=estimator, estimatorParamMaps=maps, evaluator=evaluator,
                                      trainRatio=f_train / (f_train + f_val),
                                      parallelism=spec.search.parallelism, seed=seed)
-    dev = splits.tagged.where(F.col("_dl_split") < 2).drop("_dl_split")
+    dev = splits.tagged.where(F.col("_dl_split") < 2)
     rows = splits.counts()
     if rows["train"] == 0 or rows["test"] == 0:
         raise TrainingDataError(f"split: train or test set is empty ({rows}); need more labelled rows")
-    log.info("fitting %s: %d candidates, %s, rows %s", spec.estimator, len(maps), spec.search.validation, rows)
+    rule = spec.threshold if kind == "binary" and isinstance(spec.threshold, ThresholdRule) else None
+    if rule is not None and rows["validation"] == 0:
+        raise TrainingDataError(f"model.threshold: rule {rule.rule} needs validation rows, the split has none ({rows})")
+    log.info("fitting %s: %d candidates, %s, rows %s, class weights %s", spec.estimator, len(maps),
+             spec.search.validation, rows, weights)
     # The preprocessing is fitted once on train ∪ validation, not once per candidate:
     # it has no hyper-parameters, and each Spark job costs time on a small machine.
     features = Pipeline(stages=stages).fit(dev)
-    vectors = features.transform(dev).select(F.col(features_col), F.col(label)).cache()
+    weight = [weight_column(label, weights).alias(WEIGHT_COL)] if weights else []
+    vectors = features.transform(dev).select(F.col(features_col), F.col(label), *weight, F.col("_dl_split")).cache()
     try:
         tuned = tuner.fit(vectors)
+        scores = tuned.avgMetrics if isinstance(tuned, CrossValidatorModel) else tuned.validationMetrics
+        pick = int(np.argmax(scores) if evaluator.isLargerBetter() else np.argmin(scores))
+        choice = None
+        if rule is not None:
+            on_train = estimator.fit(vectors.where(F.col("_dl_split") == 0), params=maps[pick])
+            validation = score_frame(on_train, vectors.where(F.col("_dl_split") == 1), kind, keep=[label])
+            choice = choose_threshold(*score_pairs(validation, label), rule)
+            log.info("threshold %s on %d validation rows (%d positives): %.6g, precision %.4f, recall %.4f%s",
+                     rule.rule, choice.rows, choice.positives, choice.threshold, choice.precision, choice.recall,
+                     "" if choice.met else " (floor not reached)")
     finally:
         vectors.unpersist()
-    scores = tuned.avgMetrics if isinstance(tuned, CrossValidatorModel) else tuned.validationMetrics
     results = [{**cand, metric: float(s)} for cand, s in zip(candidates, scores, strict=True)]
-    pick = int(np.argmax(scores) if evaluator.isLargerBetter() else np.argmin(scores))
     best = PipelineModel(stages=[*features.stages, tuned.bestModel])
-    metrics = evaluate(best, splits.test, kind, label, spec.threshold)
+    threshold = choice.threshold if choice else spec.default_threshold
+    metrics = evaluate(best, splits.test, kind, label, threshold)
     return TrainResult(model=best, metrics=metrics, search_results=results, best_params=dict(candidates[pick]),
-                       rows=rows, search_metric=metric)
+                       rows=rows, search_metric=metric, threshold=threshold if kind == "binary" else None,
+                       threshold_choice=choice, class_weights=weights)
 
 
 def batch_predictions(
-    model: Transformer, df: DataFrame, uc: UseCaseConfig, *, model_name: str, model_version: int, batch_key: str
+    model: Transformer, df: DataFrame, uc: UseCaseConfig, *, model_name: str, model_version: int, batch_key: str,
+    threshold: float | None = None,
 ) -> DataFrame:
-    """Score ``df`` with the decision rule streaming scoring uses too (:func:`decision` at the
-    use case's ``model.threshold``) and stamp each row with the model and the batch key; closes with a select:
-    the use case's id/entity/time columns present in ``df``, ``prediction``, ``score``,
-    ``model_name``, ``model_version``, ``batch_date``.
+    """Score ``df`` with the decision rule streaming scoring uses too (:func:`decision` at
+    ``threshold``: the model version's own, see :func:`driftline.registry.version_threshold`;
+    default the use case's fixed ``model.threshold`` or its rule's fallback) and stamp each row
+    with the model and the batch key; closes with a select: the use case's id/entity/time
+    columns present in ``df``, ``prediction``, ``score``, ``model_name``, ``model_version``, ``batch_date``.
 
     Example::
 
-        batch_predictions(model, features, uc, model_name="fraud-model", model_version=3, batch_key="2024-05-01")
+        batch_predictions(model, features, uc, model_name="fraud-model", model_version=3, batch_key="2024-05-01",
+                          threshold=0.27)
     """
     if not batch_key:
         raise UsageError("batch_key: expected a non-empty partition value, e.g. '2024-05-01'")
-    keep = [c for c in (uc.event_id, uc.entity_key, uc.event_time) if c in df.columns]
+    keep = [c for c in dict.fromkeys((uc.event_id, uc.entity_key, uc.event_time)) if c in df.columns]
     scored = score_frame(model, df, uc.label.kind, keep=keep)
-    threshold = model_spec(uc).threshold
+    if threshold is None:
+        threshold = model_spec(uc).default_threshold
     return scored.select(
         *[F.col(c) for c in keep], decision(F.col(SCORE_COL), uc.label.kind, threshold).alias("prediction"),
         F.col(SCORE_COL),

@@ -32,10 +32,11 @@ from driftline.errors import ConfigError, RegistryError
 from driftline.features import feature_spec, point_in_time_features
 from driftline.kafka.clients import ensure_topics, make_consumer, make_producer
 from driftline.kafka.spark import raw_records, read_kafka_batch
+from driftline.pipelines import batch_score as batch_score_job
 from driftline.produce import produce_usecase
 from driftline.quality import classify, event_dataset, good_records, spark_schema
 from driftline.query_metrics import batch_jobs
-from driftline.registry import client_for, model_name, promote, register_version, rollback
+from driftline.registry import client_for, model_name, promote, register_version, rollback, version_threshold
 from driftline.scoring import (
     BUCKETS,
     BatchPlan,
@@ -52,7 +53,7 @@ from driftline.scoring import (
 )
 from driftline.simulate import encode_json_lines, make_generator
 from driftline.tracking import MODEL_ARTIFACT, pip_requirements
-from driftline.training import batch_predictions, build_pipeline, model_spec
+from driftline.training import build_pipeline, model_spec
 
 FRAUD = load_usecase("fraud")
 
@@ -458,28 +459,50 @@ def test_a_replay_reads_the_online_table_version_of_its_first_attempt(
     assert scorer.online(1).collect()[0]["txn_count_24h"] == 99  # type: ignore[union-attr]
 
 
-def test_batch_and_streaming_scoring_decide_alike_at_a_threshold_other_than_half(
-    spark: SparkSession, platform: PlatformConfig, runs: dict[str, str]
+def test_batch_and_streaming_scoring_decide_alike_at_each_versions_threshold(
+    spark: SparkSession, platform: PlatformConfig, runs: dict[str, str], tmp_path: Path
 ) -> None:
-    model = {**FRAUD.raw("model"), "threshold": 0.3}
-    uc = scoring_usecase(routing={"mode": "champion"}, model=model)
-    register_models(spark, platform, uc, runs)
-    champion = load_model(platform, uc, 1)
-    rows = _gold_frame(spark, 300, 12).select(
+    """Champion and challenger decide at their own version's threshold (a tag written at
+    registration): jobs/batch_score.py and the streaming scorer, which loads each threshold
+    with its model, agree row for row; a version without the tag falls back to model.threshold."""
+    uc = scoring_usecase(routing={"mode": "shadow"}, model={**FRAUD.raw("model"), "threshold": 0.5})
+    assert register_version(spark, platform, uc, runs["a"], threshold=0.3) == 1
+    promote(spark, platform, uc, 1, force=True)
+    assert register_version(spark, platform, uc, runs["b"], threshold=0.7) == 2
+    source = catalog.path(platform, "features_offline", uc)
+    _gold_frame(spark, 300, 12).select(
         "*", F.concat(F.lit("e"), F.monotonically_increasing_id().cast("string")).alias(uc.event_id),
         F.lit("c1").alias(uc.entity_key), F.lit("2024-02-01 00:00:00").cast("timestamp").alias(uc.event_time),
-    ).cache()
-    batch = pdf(batch_predictions(champion, rows, uc, model_name=model_name(uc), model_version=1,
-                                  batch_key="2024-02-01")).set_index(uc.event_id).sort_index()
-    plan = BatchPlan(0, 1, None, "champion", 0.0)
-    stream = pdf(route_and_score(rows.withColumn("kafka_timestamp", F.current_timestamp()), plan, {1: champion}, uc,
-                                 model_spec(uc).threshold, model_name(uc))).set_index("event_id").sort_index()
-    assert list(batch.index) == list(stream.index)
-    assert np.allclose(batch["score"], stream["score"], rtol=0, atol=1e-12)
-    assert (batch["prediction"] == stream["prediction"]).all()
-    # the threshold matters: some rows score between 0.3 and 0.5, and both call them positive
-    between = (batch["score"] >= 0.3) & (batch["score"] < 0.5)
-    assert between.any() and (batch.loc[between, "prediction"] == 1.0).all()
+    ).write.format("delta").save(source)
+    batch = {}
+    for alias, version, day in (("champion", 1, "2024-02-01"), ("challenger", 2, "2024-02-02")):
+        out = batch_score_job.run(spark, platform, uc, alias=alias, table=source, batch_date=day)
+        assert out.model_version == version
+        written = table(out.output)
+        batch[version] = written[written["batch_date"] == day].set_index(uc.event_id).sort_index()
+
+    scorer = BatchScorer(spark, platform, uc, str(tmp_path / "cp"))
+    plan = scorer.plan(0)
+    assert (plan.champion_version, plan.challenger_version, plan.mode) == (1, 2, "shadow")
+    models = {v: scorer.model(v) for v in (1, 2)}
+    assert scorer.thresholds == {1: 0.3, 2: 0.7}
+    rows = spark.read.format("delta").load(source).withColumn("kafka_timestamp", F.current_timestamp())
+    stream = pdf(route_and_score(rows, plan, models, uc, scorer.thresholds, model_name(uc)))
+    for version, route in ((1, "champion"), (2, "shadow")):
+        got = stream[stream["route"] == route].set_index("event_id").sort_index()
+        assert list(batch[version].index) == list(got.index) and (got["model_version"] == version).all()
+        assert np.allclose(batch[version]["score"], got["score"], rtol=0, atol=1e-12)
+        assert (batch[version]["prediction"] == got["prediction"]).all()
+    # the thresholds matter: the champion calls rows scoring in [0.3, 0.5) positive, the
+    # challenger calls rows scoring in [0.5, 0.7) negative
+    champion, challenger = batch[1], batch[2]
+    low = (champion["score"] >= 0.3) & (champion["score"] < 0.5)
+    assert low.any() and (champion.loc[low, "prediction"] == 1.0).all()
+    high = (challenger["score"] >= 0.5) & (challenger["score"] < 0.7)
+    assert high.any() and (challenger.loc[high, "prediction"] == 0.0).all()
+    # a version registered without a threshold (before thresholds were stored) decides at model.threshold
+    assert register_version(spark, platform, uc, runs["a"]) == 3
+    assert version_threshold(client_for(platform), uc, 3) == 0.5
 
 
 def test_few_jobs_per_micro_batch_and_state_bounded_by_event_time(

@@ -29,9 +29,10 @@ from driftline.registry import (
     model_name,
     promote,
     rollback,
+    version_threshold,
 )
 from driftline.tracking import PROFILE_ARTIFACT, DataRef, git_commit
-from driftline.training import fit, model_spec, prepare, read_training_table, split_dataset
+from driftline.training import fit, model_spec, prepare, read_training_table, score_frame, split_dataset
 
 START = datetime(2024, 1, 1)
 
@@ -105,6 +106,8 @@ def test_binary_lifecycle_lineage_reproducibility_gate_rollback_and_batch_scorin
     assert tp + fp + tn + fn == first.metrics["rows"] == 120  # 15% of 800, the most recent rows
     assert first.metrics["precision"] == pytest.approx(tp / (tp + fp))
     assert first.metrics["recall"] == pytest.approx(tp / (tp + fn))
+    # the shipped rule picked the threshold on the validation split; the test metrics are at it
+    assert first.threshold is not None and first.metrics["threshold"] == first.threshold != 0.5
     assert [set(r) for r in first.search_results] == [{"regParam", "roc_auc"}] * 2
 
     # lineage: registered version -> run -> Delta path + version + git commit + config hashes
@@ -184,7 +187,38 @@ def test_binary_lifecycle_lineage_reproducibility_gate_rollback_and_batch_scorin
     assert out1.rows == out2.rows == len(before) == len(after) == 800
     assert before == after
     assert {(r["model_name"], r["model_version"], r["batch_date"]) for r in before} == {(name, 1, "2024-03-01")}
-    assert all(0.0 <= r["score"] <= 1.0 and r["prediction"] == float(r["score"] >= 0.5) for r in before)
+    threshold = version_threshold(client, uc, 1)  # the version's own, as streaming scoring applies it
+    assert threshold == first.threshold
+    assert all(0.0 <= r["score"] <= 1.0 and r["prediction"] == float(r["score"] >= threshold) for r in before)
+
+
+def test_balanced_class_weights_come_from_the_train_split_alone(
+    spark: SparkSession, mlflow_platform: PlatformConfig
+) -> None:
+    """An unregularised logistic regression with an intercept, at its optimum, has
+    sum(w * (p - y)) = 0 over the rows it was fitted on (train ∪ validation here). With
+    weights from the train split's label counts (10% positives) that holds; with weights from
+    train ∪ validation's counts (the validation split has 40%) it would not."""
+    uc = small_usecase("fraud", **{**FRAUD_SMALL, "estimator_params": {"maxIter": 200, "tol": 1e-12},
+                                   "search": {"params": {"regParam": [0.0]}}, "class_weight": "balanced"})
+    rows = gold_rows(uc, 1000, seed=6)
+    rng = np.random.default_rng(6)
+    for i, row in enumerate(rows):  # time order: the oldest 70% are the train split
+        row[uc.label.field] = int(rng.uniform() < (0.1 if i < 700 else 0.4))
+    spec = model_spec(uc)
+    splits = split_dataset(prepare(spark.createDataFrame(rows), uc, spec), uc, spec.split)
+    result = fit(splits, uc, spec)
+    n1 = sum(r[uc.label.field] for r in rows[:700])
+    assert result.class_weights == pytest.approx({0: 700 / (2 * (700 - n1)), 1: 700 / (2 * n1)})
+    dev = splits.tagged.where(F.col("_dl_split") < 2)
+    scored = score_frame(result.model, dev, "binary", keep=[uc.label.field]).toPandas()
+    y, p = scored[uc.label.field].to_numpy(), scored["score"].to_numpy()
+    w = np.where(y == 1, result.class_weights[1], result.class_weights[0])
+    assert abs(np.sum(w * (p - y))) < 1e-4 * np.sum(w * y)
+    n1_dev, n_dev = y.sum(), len(y)
+    w_dev = np.where(y == 1, n_dev / (2 * n1_dev), n_dev / (2 * (n_dev - n1_dev)))
+    assert abs(np.sum(w_dev * (p - y))) > 0.05 * np.sum(w_dev * y)
+    assert p.mean() > 2 * y.mean()  # the weights lift the scores towards a balanced prior
 
 
 def test_regression_trains_and_registers_through_the_same_code(

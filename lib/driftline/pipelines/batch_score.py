@@ -8,7 +8,9 @@ Loads ``models:/<uc>-model@<alias>`` with ``mlflow.spark.load_model`` (a Spark
 ``PipelineModel``, no Python UDF), scores the input Delta table (default
 ``gold/<uc>_features_offline``) and writes ``predictions/<uc>_batch``,
 partitioned by ``batch_date``. Each row carries the model name and version and
-``score`` (P(class 1) for binary labels, the prediction for regression). A
+``score`` (P(class 1) for binary labels, the prediction for regression) and
+``prediction`` (binary: score >= the version's decision threshold, the tag
+``driftline.decision_threshold``, as in streaming scoring). A
 re-run for the same ``--batch-date`` replaces that partition (``replaceWhere``)
 instead of adding duplicates.
 
@@ -31,7 +33,7 @@ from driftline.config import PlatformConfig, UseCaseConfig
 from driftline.delta import read_delta, write_delta
 from driftline.errors import UsageError
 from driftline.jobs import JobContext, entry_point
-from driftline.registry import CHAMPION, load_alias, model_name
+from driftline.registry import CHAMPION, client_for, load_alias, model_name, version_threshold
 from driftline.training import batch_predictions, read_training_table
 
 log = logging.getLogger("driftline.jobs.batch_score")
@@ -79,13 +81,14 @@ def run(
     if only_batch_date:
         df = df.where(F.to_date(F.col(usecase.event_time)) == F.lit(batch_date).cast("date"))
     model, version = load_alias(platform, usecase, alias)
+    threshold = version_threshold(client_for(platform), usecase, version)
     preds = batch_predictions(model, df, usecase, model_name=model_name(usecase), model_version=version,
-                              batch_key=batch_date)
+                              batch_key=batch_date, threshold=threshold)
     target = output or predictions_table(platform, usecase)
     write_delta(preds, target, partition_by=["batch_date"], replace_where=f"batch_date = '{batch_date}'")
     rows = read_delta(spark, target).where(F.col("batch_date") == batch_date).count()
-    log.info("%s: scored %d rows of %s@v%d with %s v%d into %s[batch_date=%s]",
-             usecase.name, rows, source, input_version, model_name(usecase), version, target, batch_date)
+    log.info("%s: scored %d rows of %s@v%d with %s v%d (threshold %.6g) into %s[batch_date=%s]",
+             usecase.name, rows, source, input_version, model_name(usecase), version, threshold, target, batch_date)
     return ScoreOutcome(output=target, model_version=version, batch_date=batch_date, rows=rows,
                         input_version=input_version)
 

@@ -9,9 +9,13 @@ Reads ``gold/<uc>_features_offline`` pinned at a Delta version (default: the
 latest, recorded in the run), splits it per ``model.split``, searches
 ``model.search`` with pyspark.ml.tuning, evaluates on the held-out test set and
 logs params, lineage, search results, metrics, ``reference_profile.json`` and the
-Spark model. The model is registered as ``<uc>-model`` with alias
-``challenger``; the gate re-scores the champion on the same test set and
-promotes the challenger only if it is at least as good (``model.gate``).
+Spark model. Binary labels: ``model.class_weight`` weights the training rows, and a
+``model.threshold`` rule picks the decision threshold on the validation split; the
+test metrics (precision, recall, F1) are at that threshold, which is logged
+(``decision_threshold``) and tagged on the registered version. The model is
+registered as ``<uc>-model`` with alias ``challenger``; the gate re-scores the
+champion on the same test set at the champion's own threshold and promotes the
+challenger only if it is at least as good (``model.gate``).
 Every registry change is audited in ``audit/<uc>_model_events``.
 
 Exit codes: 0 trained (whether or not the gate promoted), 2 bad arguments,
@@ -29,6 +33,7 @@ import mlflow
 from pyspark.sql import SparkSession
 
 from driftline import catalog
+from driftline.calibration import calibrate_profile, calibration_plan
 from driftline.config import PlatformConfig, UseCaseConfig
 from driftline.jobs import JobContext, entry_point
 from driftline.profile import build_reference_profile
@@ -57,6 +62,7 @@ class TrainOutcome:
     metrics: dict[str, float]
     search_results: list[dict[str, Any]]
     gate: GateDecision | None
+    threshold: float | None = None  # binary: the version's decision threshold (tag driftline.decision_threshold)
 
     @property
     def verdict(self) -> str:
@@ -95,11 +101,14 @@ def run(
         splits = split_dataset(prepared, usecase, spec.split)
         result = fit(splits, usecase, spec)
         log.info("%s: test metrics %s", usecase.name, result.metrics)
-        scores = score_frame(result.model, splits.test, usecase.label.kind)
+        scores = score_frame(result.model, splits.test, usecase.label.kind, keep=[usecase.event_time])
         profile = build_reference_profile(
             splits.train, spec.numeric, spec.categorical, scores=scores, score_kind=usecase.label.kind,
             bins=spec.profile.bins, rel_error=spec.profile.rel_error,
         )
+        plan = calibration_plan(usecase)
+        if plan is not None:  # drift.calibrate: thresholds from the training rows' own spread, kept in the profile
+            profile = calibrate_profile(profile, splits.train, plan, scores=scores)
         example = splits.train.select(*spec.features).limit(5).toPandas()
 
         configure_mlflow(platform)
@@ -108,14 +117,15 @@ def run(
             log_training_run(result, spec=spec, uc=usecase, platform=platform, data=data,
                              spark_version=spark.version, profile=profile, input_example=example)
             run_id = active.info.run_id
-        model_version = register_version(spark, platform, usecase, run_id, metrics=result.metrics)
+        model_version = register_version(spark, platform, usecase, run_id, metrics=result.metrics,
+                                         threshold=result.threshold)
         decision = None
         if gate:
             decision = gate_and_promote(spark, platform, usecase, model_version, splits.test, spec, result.metrics)
     finally:
         prepared.unpersist()
     return TrainOutcome(run_id=run_id, version=model_version, data=data, metrics=result.metrics,
-                        search_results=result.search_results, gate=decision)
+                        search_results=result.search_results, gate=decision, threshold=result.threshold)
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
