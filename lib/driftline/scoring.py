@@ -562,20 +562,22 @@ class BatchScorer:
                     # plan: on a replay, run it once so the counts (and the cache) exist
                     rows.count()
                 self.counts = {k: int(v or 0) for k, v in observation.get.items()}
-                if self.counts["rows"] > self.counts["quarantined"]:
-                    with self._timed("features"):
-                        recorded = features.drop("kafka_timestamp", "topic", "partition", "offset")
-                        write_delta(recorded.withColumn("batch_id", F.lit(batch_id).cast("long")),
-                                    features_stream_path(self.platform, self.uc), mode="append",
-                                    txn=self._txn(batch_id, "features"))
                 bad = rows.where(is_bad)
-                if self.counts["quarantined"]:
-                    with self._timed("quarantine"):
-                        write_delta(_quarantine_rows(bad, batch_id), quarantine_stream_path(self.platform, self.uc),
-                                    mode="append", txn=self._txn(batch_id, "quarantine"))
+                quarantined = bool(self.counts["quarantined"])
+                writes: list[tuple[str, Callable[[], None]]] = []
+                if self.counts["rows"] > self.counts["quarantined"]:
+                    recorded = features.drop("kafka_timestamp", "topic", "partition", "offset")
+                    writes.append(("features", lambda: write_delta(
+                        recorded.withColumn("batch_id", F.lit(batch_id).cast("long")),
+                        features_stream_path(self.platform, self.uc), mode="append",
+                        txn=self._txn(batch_id, "features"))))
+                if quarantined:
+                    writes.append(("quarantine", lambda: write_delta(
+                        _quarantine_rows(bad, batch_id), quarantine_stream_path(self.platform, self.uc),
+                        mode="append", txn=self._txn(batch_id, "quarantine"))))
                 if self.stream.publish:
-                    with self._timed("publish"):
-                        self._publish(predictions, bad if self.counts["quarantined"] else None)
+                    writes.append(("publish", lambda: self._publish(predictions, bad if quarantined else None)))
+                self._run_together(writes)
             finally:
                 predictions.unpersist()
         finally:
@@ -586,6 +588,29 @@ class BatchScorer:
                  plan.challenger_version, plan.mode, plan.online_version, time.monotonic() - started,
                  ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
         self._maybe_pause(batch_id)
+
+    def _run_together(self, writes: Sequence[tuple[str, Callable[[], None]]]) -> None:
+        """Run the batch's remaining writes (served features, quarantine, Kafka) side by side:
+        each is mostly a fixed commit or flush latency, and they read only cached frames. Each
+        keeps its own transaction id, so a crash between them replays without duplicates. The
+        threads inherit the batch's job description, so listeners still count their jobs."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from pyspark.util import inheritable_thread_target
+
+        def timed(stage: str, write: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                with self._timed(stage):
+                    write()
+            return inheritable_thread_target(run)
+
+        if len(writes) <= 1:
+            for stage, write in writes:
+                timed(stage, write)()
+            return
+        with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="driftline-write") as pool:
+            for future in [pool.submit(timed(stage, write)) for stage, write in writes]:
+                future.result()
 
     def _publish(self, predictions: DataFrame, bad: DataFrame | None) -> None:
         """One Kafka write: served predictions to <uc>.predictions and bad records to <uc>.dlq
