@@ -248,17 +248,7 @@ def chunk_statistics(profile: Mapping[str, Any], counts: pd.DataFrame, min_sampl
         n = int(sub["n"].sum())
         if n < min_samples:
             continue
-        if kind == "categorical":
-            ref_map = {str(k): float(v) for k, v in profile["categorical"][feature]["counts"].items()}
-            cur_map = {str(b): float(c) for b, c in zip(sub["bucket"], sub["n"], strict=True)}
-            values = drift.categorical_statistics(ref_map, cur_map)
-        else:
-            ref_prof = profile["numeric"][feature] if kind == "numeric" else profile["prediction"]
-            ref = np.asarray(ref_prof["counts"], dtype=np.float64)
-            cur = np.zeros(len(ref))
-            for b, c in zip(sub["bucket"], sub["n"], strict=True):
-                cur[int(b)] += float(c)
-            values = drift.numeric_statistics(ref_prof["edges"], ref, cur)
+        values, _ = drift.profile_statistics(profile, str(kind), str(feature), list(sub["bucket"]), list(sub["n"]))
         rows += [{"chunk": int(chunk), "kind": kind, "feature": feature, "statistic": s, "value": float(values[s]),
                   "n": n} for s in STATISTICS[str(kind)]]
     return pd.DataFrame(rows, columns=["chunk", "kind", "feature", "statistic", "value", "n"])

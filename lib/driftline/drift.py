@@ -336,3 +336,26 @@ def categorical_statistics(reference: Mapping[str, float], current: Mapping[str,
         "p_value": p,
         "unseen_share": unseen_share(reference, current),
     }
+
+
+def profile_statistics(
+    profile: Mapping[str, Any], kind: str, feature: str, buckets: Sequence[Any], counts: Sequence[float]
+) -> tuple[dict[str, float], int]:
+    """The statistics of one feature's current counts (``buckets``: bin indices, or category
+    values for ``kind == "categorical"``) against its entry in a reference profile, and the
+    reference's row count. ``kind`` is ``numeric``, ``categorical`` or ``prediction`` (the score).
+
+    Example::
+
+        values, n_ref = profile_statistics(profile, "numeric", "amount", [0, 3], [120, 80])
+    """
+    if kind == "categorical":
+        reference = {str(k): float(v) for k, v in profile["categorical"][feature]["counts"].items()}
+        current = {str(b): float(n) for b, n in zip(buckets, counts, strict=True)}
+        return categorical_statistics(reference, current), int(sum(reference.values()))
+    entry = profile["numeric"][feature] if kind == "numeric" else profile["prediction"]
+    ref = np.asarray(entry["counts"], dtype=np.float64)
+    cur = np.zeros(len(ref))
+    for b, n in zip(buckets, counts, strict=True):
+        cur[int(b)] += float(n)
+    return numeric_statistics(entry["edges"], ref, cur), int(ref.sum())

@@ -465,19 +465,7 @@ def _drift_rows(
             names = ["score"] if profile.get("prediction") is not None else []
         for name in names:
             sub = counts[(counts["kind"] == kind) & (counts["feature"] == name)]
-            if kind == "categorical":
-                ref_map = {str(k): float(v) for k, v in profile["categorical"][name]["counts"].items()}
-                cur_map = {str(b): float(n) for b, n in zip(sub["bucket"], sub["n"], strict=True)}
-                values = drift.categorical_statistics(ref_map, cur_map)
-                n_ref = int(sum(ref_map.values()))
-            else:
-                ref_prof = profile["numeric"][name] if kind == "numeric" else profile["prediction"]
-                ref = np.asarray(ref_prof["counts"], dtype=np.float64)
-                cur = np.zeros(len(ref))
-                for b, n in zip(sub["bucket"], sub["n"], strict=True):
-                    cur[int(b)] += float(n)
-                values = drift.numeric_statistics(ref_prof["edges"], ref, cur)
-                n_ref = int(ref.sum())
+            values, n_ref = drift.profile_statistics(profile, kind, name, list(sub["bucket"]), list(sub["n"]))
             features.append((kind, name, values, n_ref, int(sub["n"].sum())))
     adjusted = drift.benjamini_hochberg([v["p_value"] for _, _, v, _, _ in features])
     rows: list[dict[str, Any]] = []
