@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 from pyspark.ml import PipelineModel
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
@@ -120,6 +121,17 @@ def pdf(df: DataFrame) -> pd.DataFrame:
 
 def predictions(platform: PlatformConfig, uc: UseCaseConfig) -> pd.DataFrame:
     return table(predictions_path(platform, uc))
+
+
+def committed_rows(path: str) -> int:
+    """Rows in a Delta table's latest commit; 0 while its first commit is still being written
+    (a batch's sinks commit one after another, so one may exist before the next)."""
+    if not DeltaTable.is_deltatable(path):
+        return 0
+    try:
+        return len(table(path))
+    except TableNotFoundError:
+        return 0
 
 
 def load_model(platform: PlatformConfig, uc: UseCaseConfig, version: int) -> PipelineModel:
@@ -272,7 +284,7 @@ def test_promotion_and_rollback_apply_at_the_next_batch_without_restart(
             sent += 200
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
-                if DeltaTable.is_deltatable(predictions_path(platform, uc)) and len(predictions(platform, uc)) >= sent:
+                if committed_rows(predictions_path(platform, uc)) >= sent:
                     break
                 assert query.exception() is None
                 time.sleep(1)
@@ -588,8 +600,9 @@ def test_a_deployment_at_the_end_of_the_topic_starts_from_the_entities_history(
         for key, value in zip(live[uc.entity_key], encode_json_lines(live, fields), strict=True):
             producer.produce(uc.topic("events"), key=str(key).encode(), value=value)
         assert producer.flush(60) == 0
-        while time.monotonic() < deadline:
-            if DeltaTable.is_deltatable(predictions_path(platform, uc)) and len(predictions(platform, uc)) >= 100:
+        while time.monotonic() < deadline:  # every sink of the batch has committed
+            if min(committed_rows(predictions_path(platform, uc)),
+                   committed_rows(catalog.path(platform, "features_stream", uc))) >= 100:
                 break
             assert query.exception() is None
             time.sleep(1)
