@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 
 from driftline.catalog import usecase_tables
 from driftline.config import PlatformConfig
-from driftline.delta import local_table, read_local
+from driftline.delta import local_table, read_local, rows_in
 from driftline.errors import UsageError
 
 ROUTE_ORDER = ("champion", "challenger", "shadow")
@@ -87,7 +87,7 @@ def table_counts(platform: PlatformConfig, usecase: str) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for layer, name in tables:
         table = local_table(platform.table_path(layer, name))
-        count = None if table is None else int(table.to_pyarrow_dataset().count_rows())
+        count = None if table is None else rows_in(table)
         version = None if table is None else int(table.version())
         rows.append({"table": f"{layer}/{name}", "rows": count, "version": version})
     out = pd.DataFrame(rows, columns=["table", "rows", "version"]).astype({"rows": "Int64", "version": "Int64"})

@@ -7,13 +7,14 @@
     driftline models | promote | rollback | route
                                               the model registry
     driftline queries | alerts check | list   query metrics and drift alerts
+    driftline report --usecase fraud          one self-contained HTML report of a use case
     driftline usecase check | init            check a use case, or draft one from samples
 
 Global options come before the command: ``--conf`` picks another platform.yaml,
 ``--set key=value`` overrides any configuration key (repeatable).
 
 One module per group of commands (:mod:`.kafka`, :mod:`.demo`, :mod:`.simulate`,
-:mod:`.models`, :mod:`.monitoring`, :mod:`.usecase`); each takes :class:`~driftline.cli.context.Context`
+:mod:`.models`, :mod:`.monitoring`, :mod:`.usecase`, :mod:`.report`); each takes :class:`~driftline.cli.context.Context`
 from :mod:`.context` and exposes ``COMMANDS``, which this module adds to :func:`main`.
 """
 
@@ -23,7 +24,7 @@ import logging
 
 import click
 
-from driftline.cli import demo, kafka, models, monitoring, simulate, usecase
+from driftline.cli import demo, kafka, models, monitoring, report, simulate, usecase
 from driftline.cli.context import Context, DriftlineGroup
 
 __all__ = ["main"]
@@ -46,5 +47,5 @@ def main(ctx: click.Context, conf: str | None, overrides: tuple[str, ...], verbo
 
 
 for _command in (*kafka.COMMANDS, demo.demo, *simulate.COMMANDS, *models.COMMANDS, *monitoring.COMMANDS,
-                 *usecase.COMMANDS):
+                 *usecase.COMMANDS, *report.COMMANDS):
     main.add_command(_command)
