@@ -5,14 +5,15 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.driftline-installed
-JARS   := .driftline/jars/spark.stamp .driftline/jars/kafka.stamp
+JARS   := .driftline/jars/spark.stamp .driftline/jars/kafka.stamp .driftline/jars/object-store.stamp
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: help setup demo test lint unit bench broker-start broker-stop clean
+.PHONY: help setup demo test lint unit cluster bench broker-start broker-stop clean
 
 help:
 	@echo "make demo    set up (venv, JVM jars) and run the end-to-end demo on the embedded defaults"
 	@echo "make test    set up and run lint, type checks and the whole test suite"
+	@echo "make cluster run the slower scale-out suite: a Spark standalone cluster, an S3-compatible lake"
 	@echo "make setup   only set up (idempotent; offline after the first run)"
 	@echo "make bench   run the benchmarks (see benchmarks/RESULTS.md)"
 	@echo "make clean   remove .driftline/ data (keeps the venv and the jar cache)"
@@ -26,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-$(JARS): conf/jvm/spark-connectors.pom.xml conf/jvm/kafka-broker.pom.xml $(STAMP)
+$(JARS): conf/jvm/spark-connectors.pom.xml conf/jvm/kafka-broker.pom.xml conf/jvm/object-store.pom.xml $(STAMP)
 	@bin/ensure-system
 	bin/fetch-jars $(BIN)/python
 
@@ -43,6 +44,10 @@ test: lint
 
 unit: setup
 	$(BIN)/pytest -q tests/unit
+
+# the scale-out suite (tests/cluster): slower than `make test`, run by .ci/run after it
+cluster: setup
+	$(BIN)/pytest -q tests/cluster
 
 bench: setup $(VENV)/.driftline-bench-installed
 	$(BIN)/python -m benchmarks.run

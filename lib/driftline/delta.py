@@ -23,16 +23,19 @@ Idempotence comes in four forms, one per kind of table:
 
 Spark-free (notebooks, CLI listings, the demo's counts): :func:`local_table`,
 :func:`read_local`, :func:`count_local`, :func:`rows_local`, :func:`local_version`;
-each returns ``None`` (or nothing) when there is no table at the path.
+each returns ``None`` (or nothing) when there is no table at the path. Despite the
+name, the path may be in an object store (``s3a://``, ``abfss://``, ``hdfs://``):
+credentials come from the environment, as for Spark (:func:`storage_options`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -43,6 +46,7 @@ from driftline.errors import MissingTableError, UsageError
 if TYPE_CHECKING:
     import deltalake
     import pandas as pd
+    import pyarrow as pa
     from pyspark.sql import Column
 
 log = logging.getLogger(__name__)
@@ -376,8 +380,29 @@ def delete_rows(spark: SparkSession, path: str, condition: Column | str, *, atte
 # --------------------------------------------------------------------------- Spark-free (delta-rs)
 
 
+def storage_options(path: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What delta-rs needs beside the environment to open ``path``; never credentials.
+
+    delta-rs reads the same variables as Spark's S3A (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``;
+    ``AZURE_STORAGE_ACCOUNT_NAME``/``_KEY`` for ``abfss://``) from the environment itself,
+    and takes ``s3a://`` as ``s3://``. Only a plain-HTTP endpoint (MinIO or moto on
+    loopback) has to be allowed explicitly::
+
+        storage_options("s3a://lake/bronze/fraud_events", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"})
+        # {'AWS_ALLOW_HTTP': 'true'}
+    """
+    env = os.environ if env is None else env
+    scheme = path.partition("://")[0].lower() if "://" in path else ""
+    if scheme in ("s3", "s3a") and env.get("AWS_ENDPOINT_URL", "").lower().startswith("http://"):
+        return {"AWS_ALLOW_HTTP": "true"}
+    return {}
+
+
 def local_table(path: str) -> deltalake.DeltaTable | None:
     """The delta-rs table at ``path`` (no Spark, no JVM), or None when there is no table there.
+    A local path or any store delta-rs knows (``s3a://``, ``abfss://``, ``hdfs://``), with
+    credentials from the environment (:func:`storage_options`).
 
     Example::
 
@@ -390,7 +415,7 @@ def local_table(path: str) -> deltalake.DeltaTable | None:
     if not path:
         raise UsageError("path: expected a Delta table path, got an empty string")
     try:
-        return DeltaTable(path)
+        return DeltaTable(path, storage_options=storage_options(path) or None)
     except TableNotFoundError:
         return None
 
@@ -408,13 +433,15 @@ def read_local(
     table = local_table(path)
     if table is None:
         return None
-    return table.to_pandas(columns=list(columns) if columns else None, types_mapper=types_mapper)
+    if not _in_object_store(table):
+        return table.to_pandas(columns=list(columns) if columns else None, types_mapper=types_mapper)
+    return arrow_table(table, columns).to_pandas(types_mapper=types_mapper)
 
 
 def count_local(path: str) -> int | None:
     """The number of rows of the table at ``path`` (from file statistics where it can), None without a table."""
     table = local_table(path)
-    return None if table is None else int(table.to_pyarrow_dataset().count_rows())
+    return None if table is None else rows_in(table)
 
 
 def local_version(path: str) -> int | None:
@@ -431,4 +458,44 @@ def rows_local(path: str) -> list[dict[str, Any]]:
         [r["alert_id"] for r in rows_local(monitoring_path(platform, uc, "alerts"))]
     """
     table = local_table(path)
-    return [] if table is None else table.to_pyarrow_table().to_pylist()
+    return [] if table is None else arrow_table(table).to_pylist()
+
+
+def _in_object_store(table: deltalake.DeltaTable) -> bool:
+    return not table.table_uri.startswith("file:")
+
+
+def arrow_table(table: deltalake.DeltaTable, columns: Sequence[str] | None = None) -> pa.Table:
+    """The rows of a delta-rs ``table`` as a pyarrow Table (only ``columns`` when given), typed
+    as the table's schema says.
+
+    A table in an object store (``s3a://``, ``abfss://``, ``hdfs://``) is read by delta-rs's
+    own engine (DataFusion, :class:`deltalake.QueryBuilder`) rather than by a pyarrow dataset
+    over delta-rs's file system: with the latter the interpreter aborts at exit about every
+    other run, after the work is done ("terminate called without an active exception",
+    exit code 134; delta-io/delta-rs#2184, apache/arrow#39162).
+    """
+    import pyarrow as pa
+
+    if not _in_object_store(table):
+        return table.to_pyarrow_table(columns=list(columns) if columns else None)
+    from deltalake import QueryBuilder
+
+    schema = pa.schema(table.schema().to_arrow())
+    if columns:
+        schema = pa.schema([schema.field(c) for c in columns])
+    select = ", ".join('"' + name.replace('"', '""') + '"' for name in schema.names)
+    result = QueryBuilder().register("t", table).execute(f"SELECT {select} FROM t").read_all()
+    return pa.table(result).cast(schema)
+
+
+def rows_in(table: deltalake.DeltaTable) -> int:
+    """The number of rows of a delta-rs ``table`` (from file statistics where it can)."""
+    import pyarrow as pa
+
+    if not _in_object_store(table):
+        return int(table.to_pyarrow_dataset().count_rows())
+    from deltalake import QueryBuilder
+
+    result = QueryBuilder().register("t", table).execute("SELECT COUNT(*) AS n FROM t").read_all()
+    return int(pa.table(result).column("n")[0].as_py())

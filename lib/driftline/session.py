@@ -26,15 +26,31 @@ from driftline.errors import SetupError
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key|account[.]key"
+
+
+# Optional jar directories under jars_dir, added when bin/fetch-jars has filled them:
+# object-store holds the S3A connector (hadoop-aws and the AWS SDK modules) for s3a:// lakes.
+OPTIONAL_JAR_DIRS = ("object-store",)
 
 
 def spark_jars(platform: PlatformConfig) -> list[str]:
-    """The connector jars resolved by ``make setup``; raises if setup has not run."""
-    jar_dir = Path(platform.path(platform.jars_dir)) / "spark"
+    """The connector jars resolved by ``make setup`` (Delta, Kafka, and the S3A connector
+    when present); raises if setup has not run."""
+    root = Path(platform.path(platform.jars_dir))
+    jar_dir = root / "spark"
     jars = sorted(str(p) for p in jar_dir.glob("*.jar"))
     if not any("delta-spark" in j for j in jars) or not any("spark-sql-kafka" in j for j in jars):
         raise SetupError(
             f"Delta and Kafka connector jars not found in {jar_dir}: run `make setup` "
+            "(bin/fetch-jars) once with network access"
+        )
+    for name in OPTIONAL_JAR_DIRS:
+        jars += sorted(str(p) for p in (root / name).glob("*.jar"))
+    s3a = [v for v in (platform.lake_root, platform.checkpoint_root) if v.startswith("s3a://")]
+    if s3a and not any("hadoop-aws" in j for j in jars):
+        raise SetupError(
+            f"{s3a[0]} needs the S3A connector (hadoop-aws) in {root / 'object-store'}: run `make setup` "
             "(bin/fetch-jars) once with network access"
         )
     return jars
@@ -61,6 +77,8 @@ def configure_builder(
         # so a micro-batch uploads only what changed; a query keeps the provider it started with
         .config("spark.sql.streaming.stateStore.providerClass", ROCKSDB_PROVIDER)
         .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
+        # Spark's default redaction, plus ADLS account keys (fs.azure.account.key.<account>...)
+        .config("spark.redaction.regex", REDACTION_REGEX)
     )
     if testing:
         builder = (

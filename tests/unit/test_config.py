@@ -181,5 +181,5 @@ def test_every_driftline_environment_variable_has_one_typed_home() -> None:
         if name in ENVIRONMENT:
             continue
         # a setting: loads into a typed key (an unknown one would fail, naming it)
-        value = "x" if name.endswith(("_SERVERS", "_URI", "_ROOT", "_HOME")) else "1"
+        value = "x" if name.endswith(("_SERVERS", "_URI", "_ROOT", "_HOME")) else "{}" if name.endswith("__CONF") else "1"
         load_platform(env={name: value})

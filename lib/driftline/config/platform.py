@@ -19,12 +19,13 @@ The few ``DRIFTLINE_*`` variables that are not settings are listed in :data:`ENV
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from driftline.config.base import Strict, config_hash, section_error
 from driftline.errors import ConfigError
@@ -151,6 +152,14 @@ class MlflowConfig(Strict):
         return f"sqlite:///{db}"
 
 
+# Spark/Hadoop settings that hold a credential (S3A keys, ADLS account keys and OAuth
+# secrets, SAS tokens). Credentials come from the environment only: S3A and delta-rs read
+# AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY themselves; any other such setting may name an
+# environment variable, ${env.NAME}, which Hadoop expands where the setting is read.
+CREDENTIAL_KEY = re.compile(r"(?i)secret|password|access[.]?key|account[.]key|session[.]token|sas[.].*token|refresh[.]token")
+ENV_REFERENCE = re.compile(r"^\$\{env\.[A-Za-z_][A-Za-z0-9_]*\}$")
+
+
 class SparkConfig(Strict):
     app_name: str = "driftline"
     master: str | None = None
@@ -159,6 +168,19 @@ class SparkConfig(Strict):
     ui_enabled: bool = True
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
     conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("conf")
+    @classmethod
+    def _no_credentials(cls, conf: dict[str, str]) -> dict[str, str]:
+        for key, value in conf.items():
+            if CREDENTIAL_KEY.search(key) and not ENV_REFERENCE.match(value.strip()):
+                # the value is a secret: never repeat it in the message
+                raise ValueError(
+                    f"{key!r} holds a credential, and credentials come from the environment only: "
+                    "for s3a:// set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), "
+                    f"otherwise write the setting as {key}: ${{env.NAME}} (Hadoop reads the variable NAME)"
+                )
+        return conf
 
 
 class PlatformConfig(Strict):
