@@ -111,7 +111,8 @@ def test_pipeline_and_scoring_on_a_standalone_cluster_equal_a_local_run(
 
     # --- model: the same champion, test metrics and decision threshold
     def champion_metrics(mode: str) -> dict[str, float]:
-        client = MlflowClient(tracking_uri=f"sqlite:///{homes[mode] / 'mlflow.db'}")
+        uri = f"sqlite:///{homes[mode] / 'mlflow.db'}"
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not MLflow's process-wide registry
         version = client.get_model_version_by_alias(model_name(uc), CHAMPION)
         metrics = client.get_run(version.run_id).data.metrics
         return {k: v for k, v in metrics.items() if k.startswith("test_") or k == "decision_threshold"}

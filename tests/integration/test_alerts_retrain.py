@@ -92,7 +92,7 @@ def test_drift_alert_triggers_retraining_and_a_new_challenger(
 ) -> None:
     platform, uc = ct_platform, small_fraud()
     name = model_name(uc)
-    client = MlflowClient(platform.mlflow.tracking_uri)
+    client = MlflowClient(platform.mlflow.tracking_uri, registry_uri=platform.mlflow.tracking_uri)
 
     # ---- level 1, run once: events and labels on Kafka -> champion v1
     first = produce_usecase(platform, uc, events=800, seed=3, flush_labels=True)

@@ -67,7 +67,7 @@ def test_the_demo_fraud_champion_is_useful_at_its_chosen_threshold(
     assert out.gate is not None and out.gate.passed
 
     # the threshold and the metrics at it are logged with the run and stored with the version
-    client = MlflowClient(mlflow_platform.mlflow.tracking_uri)
+    client = MlflowClient(mlflow_platform.mlflow.tracking_uri, registry_uri=mlflow_platform.mlflow.tracking_uri)
     name = model_name(uc)
     run = client.get_run(out.run_id)
     assert run.data.metrics["decision_threshold"] == out.threshold

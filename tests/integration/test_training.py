@@ -111,7 +111,7 @@ def test_binary_lifecycle_lineage_reproducibility_gate_rollback_and_batch_scorin
     assert [set(r) for r in first.search_results] == [{"regParam", "roc_auc"}] * 2
 
     # lineage: registered version -> run -> Delta path + version + git commit + config hashes
-    client = MlflowClient(mlflow_platform.mlflow.tracking_uri)
+    client = MlflowClient(mlflow_platform.mlflow.tracking_uri, registry_uri=mlflow_platform.mlflow.tracking_uri)
     run = client.get_run(client.get_model_version(name, "1").run_id)
     assert run.info.run_id == first.run_id
     params = run.data.params
