@@ -30,8 +30,7 @@ import yaml
 from benchmarks.bench_train import _git_commit, _load, _machine
 from driftline.config import PROJECT_ROOT, load_platform, load_usecase
 from driftline.kafka.broker import EmbeddedBroker, free_port
-from driftline.kafka.clients import ensure_topics, make_producer
-from driftline.simulate import make_generator
+from driftline.produce import produce_usecase
 from driftline.standalone import StandaloneCluster, submit_job
 
 STEP = re.compile(r"\[\d+/\d+\] (\w+): .*\((\d+)s\)$", re.M)
@@ -39,17 +38,10 @@ BATCH = re.compile(r"batch \d+: .* in ([0-9.]+)s \(", re.M)
 
 
 def publish(bootstrap: str, uc_file: Path, events: int) -> None:
-    uc = load_usecase(uc_file)
+    """The input, before anything is timed: events and every label, on the embedded broker."""
     platform = load_platform(env={}, overrides=[f"kafka.bootstrap_servers={bootstrap}"])
-    ensure_topics(platform.kafka, [uc.topic("events"), uc.topic("labels")], partitions=2)
-    gen = make_generator(uc, seed=5, chunk_size=events)
-    chunk = gen.next_chunk()
-    producer = make_producer(platform.kafka)
-    for key, value in zip(gen.event_keys(chunk), gen.encode_events(chunk), strict=True):
-        producer.produce(uc.topic("events"), key=key, value=value)
-    for key, value in zip(gen.label_keys(chunk), gen.encode_labels(chunk), strict=True):
-        producer.produce(uc.topic("labels"), key=key, value=value)
-    assert producer.flush(120) == 0
+    result = produce_usecase(platform, load_usecase(uc_file), events=events, seed=5, flush_labels=True)
+    assert result.ok and result.acked == events, result
 
 
 def run_master(master: str, home: Path, bootstrap: str, uc_file: Path, env: dict[str, str]) -> dict[str, float]:
