@@ -30,6 +30,7 @@ from driftline.config.platform import (
 )
 from driftline.config.sections import (
     AlertRule,
+    DeliverySpec,
     DriftSpec,
     FeatureDefinitions,
     ModelSpec,
@@ -42,7 +43,7 @@ from driftline.config.usecase import FieldSpec, LabelSpec, UseCaseConfig, load_u
 __all__ = [
     "ENVIRONMENT", "ENV_PREFIX", "PROJECT_ROOT", "AlertRule", "DriftSpec", "EmbeddedKafka", "FeatureDefinitions",
     "FieldSpec", "KafkaConfig", "KafkaSecurity", "LabelSpec", "MlflowConfig", "ModelSpec", "PlatformConfig",
-    "RoutingSpec", "SparkConfig", "Strict", "StreamingSpec", "UseCaseConfig", "ValidationSpec", "config_hash",
+    "DeliverySpec", "RoutingSpec", "SparkConfig", "Strict", "StreamingSpec", "UseCaseConfig", "ValidationSpec", "config_hash",
     "default_conf_dir", "describe_errors", "load_platform", "load_usecase", "parse_duration", "section_error",
     "trigger_options", "whole_seconds",
 ]

@@ -498,3 +498,54 @@ class RoutingSpec(Strict):
 
     mode: Literal["champion", "shadow", "canary"] = "shadow"
     share: float = Field(0.05, ge=0.0, le=1.0)
+
+
+class Guardrails(Strict):
+    """Limits that roll a challenger back at once, whatever the test says (``delivery.guardrails``).
+
+    ``metric_drop``: the challenger's metric is worse than the champion's on the same events by
+    more than this (absolute); ``null_prediction_rate``, ``quarantine_rate``: its rate exceeds the
+    champion's by more than this; ``latency_ratio``: its scoring latency exceeds the champion's
+    by more than this factor."""
+
+    metric_drop: float = Field(0.05, ge=0)
+    null_prediction_rate: float = Field(0.001, ge=0, le=1)
+    quarantine_rate: float = Field(0.02, ge=0, le=1)
+    latency_ratio: float | None = Field(3.0, gt=1)
+
+
+class DeliverySpec(Strict):
+    """The ``delivery:`` section: how a challenger earns its traffic.
+
+    ``mode: progressive``: a challenger that passes the offline gate goes to shadow (never
+    straight to champion); it then moves through the canary ``steps`` and becomes champion
+    only when, at each stage, a one-sided non-inferiority ``test`` on the same labelled events
+    says it is not worse than the champion by more than ``margin`` (error rate ``alpha``), with
+    at least ``min_labels`` labelled events (and ``min_positives`` positives, binary) per model
+    at that stage. A tripped guardrail rolls it back at once. ``mode: direct``: a gate pass
+    promotes at once (the behaviour before progressive delivery). The first model of a use
+    case always becomes champion directly.
+    """
+
+    mode: Literal["progressive", "direct"] = "progressive"
+    steps: tuple[float, ...] = Field((0.05, 0.25, 0.5), min_length=0)
+    metric: str | None = None            # default: the gate metric (roc_auc / rmse ...)
+    test: Literal["delong", "bootstrap", "paired_abs_error"] | None = None  # default: delong | paired_abs_error
+    margin: float = Field(0.01, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    min_labels: int = Field(500, ge=10)
+    min_positives: int = Field(20, ge=1)
+    bootstrap_samples: int = Field(1000, ge=100)
+    interval: str = "30s"                # how often `driftline run` evaluates a step
+    guardrails: Guardrails = Guardrails()
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < s < 1 for s in steps) or list(steps) != sorted(set(steps)):
+            raise ValueError(f"expected strictly increasing canary shares between 0 and 1, got {list(steps)}")
+        return steps
+
+    @property
+    def interval_s(self) -> int:
+        return whole_seconds(self.interval, key="delivery.interval", words=True)

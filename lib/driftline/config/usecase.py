@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 from driftline.config.base import Strict, config_hash, section_error
 from driftline.config.platform import _read_yaml, default_conf_dir
 from driftline.config.sections import (
+    DeliverySpec,
     DriftSpec,
     FeatureDefinitions,
     ModelSpec,
@@ -76,6 +77,7 @@ class UseCaseConfig(Strict):
     model: ModelSpec | None = None
     drift: DriftSpec = DriftSpec()
     routing: RoutingSpec = RoutingSpec()
+    delivery: DeliverySpec = DeliverySpec()
     streaming: StreamingSpec = StreamingSpec()
 
     @field_validator("schema_")
