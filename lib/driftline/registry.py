@@ -57,7 +57,11 @@ PREVIOUS_TAG = "driftline.previous_champion"
 THRESHOLD_TAG = "driftline.decision_threshold"
 # the threshold-dependent test metrics the gate reports for both models (binary labels)
 DECISION_METRICS = ("threshold", "precision", "recall", "f1")
-ACTIONS = frozenset({"register", "promote", "rollback", "gate_refused", "route", "retrain_triggered"})
+# shadow_start: a challenger that passed the offline gate starts in shadow (delivery.mode progressive);
+# ramp: progressive delivery moved it to the next canary share on evidence; retire: delivery took it
+# out of traffic (a guardrail tripped, or the evidence says it is worse).
+ACTIONS = frozenset({"register", "promote", "rollback", "gate_refused", "route", "retrain_triggered",
+                     "shadow_start", "ramp", "retire"})
 
 
 def model_name(uc: UseCaseConfig) -> str:
