@@ -96,14 +96,16 @@ Check = Callable[[argparse.ArgumentParser, argparse.Namespace], None]
 
 def entry_point(
     name: str, doc: str | None, *, run: Run, arguments: Arguments | None = None, check: Check | None = None,
-    usecase: bool = True,
+    usecase: bool = True, preflight: Callable[[JobContext], None] | None = None,
 ) -> Callable[[list[str] | None], int]:
     """Build ``main(argv) -> exit code`` for job ``name``.
 
     ``arguments`` adds the job's own options, ``check`` rejects bad combinations with
-    ``parser.error`` (exit 2, usage on stderr), ``run`` does the work and may return an
-    exit code. Driftline's own errors become one line on stderr and exit code 2 (3 for
-    a data-quality limit); anything else is a bug and shows its traceback.
+    ``parser.error`` (exit 2, usage on stderr), ``preflight`` checks what the job will
+    talk to before anything starts (:func:`driftline.preflight.needs`: the broker, the
+    MLflow store), ``run`` does the work and may return an exit code. Driftline's own
+    errors become one line on stderr and exit code 2 (3 for a data-quality limit);
+    anything else is a bug and shows its traceback.
 
     Example::
 
@@ -119,7 +121,10 @@ def entry_point(
             check(parser, args)
         configure_logging(args.verbose)
         try:
-            code = run(JobContext.from_args(name, args))
+            ctx = JobContext.from_args(name, args)
+            if preflight is not None:
+                preflight(ctx)  # before Spark starts and before anything is written
+            code = run(ctx)
         except DataQualityError as e:
             print(f"{name}: data quality limit exceeded: {e}", file=sys.stderr)
             return EXIT_QUALITY

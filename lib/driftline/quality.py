@@ -8,7 +8,7 @@ reported, come from the use case's schema (``conf/usecases/<uc>.yaml``):
 ===================  =======================================================
 reason               when
 ===================  =======================================================
-``not_json``         the value is null, not JSON, or JSON but not an object
+``not_json``         the value is null, not UTF-8, not JSON, or JSON but not an object
 ``missing_required`` a ``required`` field (or the id) is absent or null
 ``wrong_type``       present in the raw JSON, null after typed parsing
 ``out_of_range``     a number below ``min`` or above ``max``
@@ -211,7 +211,9 @@ def check_records(bronze: DataFrame, dataset: Dataset) -> DataFrame:
         F.col("typed"),
         F.array_sort(F.array_except(F.map_keys(F.col("fields")), F.array(*[F.lit(n) for n in names])))
         .alias("unknown"),
-        F.col("fields").isNull().alias("not_json"),
+        # bytes that are not UTF-8 make the record not JSON (RFC 8259 text is UTF-8); Spark would
+        # parse them into strings no Arrow reader (delta-rs) can read back
+        (F.col("fields").isNull() | ~F.is_valid_utf8(F.col("value"))).alias("not_json"),
     )
     values = {
         f.name: _binary_value(F.col("raw")[f.name]) if f.name in dataset.binary_fields else F.col("typed")[f.name]
@@ -228,7 +230,9 @@ def check_records(bronze: DataFrame, dataset: Dataset) -> DataFrame:
     if dataset.json.extra == "forbid":
         rule_reasons = F.concat(rule_reasons, F.transform(F.col("unknown"), lambda n: F.concat(F.lit("unknown_field:"), n)))
     return parsed.select(
-        *[F.col(c) for c in BRONZE_COLUMNS],
+        # quarantine and the DLQ keep the record as valid text (U+FFFD where a byte was not
+        # UTF-8); the raw bytes stay in Kafka and bronze at its topic, partition and offset
+        *[F.make_valid_utf8(F.col(c)).alias(c) if c in ("key", "value") else F.col(c) for c in BRONZE_COLUMNS],
         F.col("raw"),
         F.struct(*[v.alias(n) for n, v in values.items()]).alias("parsed"),
         F.col("unknown"),

@@ -73,6 +73,9 @@ def configure_builder(
         .config("spark.ui.enabled", str(spark.ui_enabled and not testing).lower())
         .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
         .config("spark.databricks.delta.snapshotPartitions", "2")
+        # timestamps as Parquet INT64 microseconds, not INT96 (read as nanoseconds, which end in 2262):
+        # a far-future event time (valid, e.g. 9999-12-31) leaves every table readable by delta-rs
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         # state of streaming queries: RocksDB (transformWithState needs it), changelog checkpointing
         # so a micro-batch uploads only what changed; a query keeps the provider it started with
         .config("spark.sql.streaming.stateStore.providerClass", ROCKSDB_PROVIDER)

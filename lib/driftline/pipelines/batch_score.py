@@ -33,6 +33,7 @@ from driftline.config import PlatformConfig, UseCaseConfig
 from driftline.delta import read_delta, write_delta
 from driftline.errors import UsageError
 from driftline.jobs import JobContext, entry_point
+from driftline.preflight import needs
 from driftline.registry import CHAMPION, client_for, load_alias, model_name, version_threshold
 from driftline.training import batch_predictions, read_training_table
 
@@ -113,4 +114,4 @@ def _run(ctx: JobContext) -> None:
     log.info("batch_score %s: %d rows -> %s", ctx.uc.name, out.rows, out.output)
 
 
-main = entry_point("batch_score", __doc__, run=_run, arguments=_arguments, check=_check)
+main = entry_point("batch_score", __doc__, run=_run, arguments=_arguments, check=_check, preflight=needs(mlflow=True))

@@ -43,6 +43,7 @@ from driftline.kafka.spark import (
     read_kafka_batch,
 )
 from driftline.lineage import Lineage
+from driftline.preflight import check_broker
 
 log = logging.getLogger("driftline.jobs.ingest")
 
@@ -156,4 +157,9 @@ def _run(ctx: JobContext) -> None:
     log.info("ingest %s: %s", ctx.uc.name, added)
 
 
-main = entry_point("ingest", __doc__, run=_run, arguments=_arguments, check=_check)
+def _preflight(ctx: JobContext) -> None:
+    if not ctx.args.from_files:
+        check_broker(ctx.platform.kafka)
+
+
+main = entry_point("ingest", __doc__, run=_run, arguments=_arguments, check=_check, preflight=_preflight)

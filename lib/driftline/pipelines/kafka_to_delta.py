@@ -17,6 +17,7 @@ from driftline.config import PlatformConfig
 from driftline.errors import UsageError
 from driftline.jobs import JobContext, entry_point
 from driftline.kafka.spark import raw_records, read_kafka_stream, write_delta_stream
+from driftline.preflight import needs
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,4 +49,5 @@ def _run(ctx: JobContext) -> None:
     print(f"kafka_to_delta: {a.topic} -> {table} (checkpoint {checkpoint})")
 
 
-main = entry_point("kafka_to_delta", __doc__, run=_run, arguments=_arguments, usecase=False)
+main = entry_point("kafka_to_delta", __doc__, run=_run, arguments=_arguments, usecase=False,
+                   preflight=needs(kafka=True))

@@ -28,6 +28,7 @@ from types import FrameType
 
 from driftline.config import trigger_options
 from driftline.jobs import EXIT_FAILED, EXIT_OK, JobContext, entry_point
+from driftline.preflight import needs
 from driftline.query_metrics import attach_query_metrics
 from driftline.scoring import start_scoring
 
@@ -79,4 +80,4 @@ def _run(ctx: JobContext) -> int:
     return EXIT_OK
 
 
-main = entry_point("score", __doc__, run=_run, arguments=_arguments)
+main = entry_point("score", __doc__, run=_run, arguments=_arguments, preflight=needs(kafka=True, mlflow=True))
