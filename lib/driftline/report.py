@@ -35,8 +35,9 @@ from driftline.config import PlatformConfig
 from driftline.delta import local_table, read_local, rows_in
 from driftline.errors import UsageError
 
-ROUTE_ORDER = ("champion", "challenger", "shadow")
-ROUTE_COLORS = {"champion": "tab:blue", "challenger": "tab:orange", "shadow": "tab:gray"}
+# served: champion, challenger (canary); unserved: shadow (challenger), control (champion, beside a canary)
+ROUTE_ORDER = ("champion", "challenger", "shadow", "control")
+ROUTE_COLORS = {"champion": "tab:blue", "challenger": "tab:orange", "shadow": "tab:gray", "control": "tab:cyan"}
 
 
 # --------------------------------------------------------------------------- loading

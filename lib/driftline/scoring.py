@@ -17,8 +17,10 @@ One query, one pass per micro-batch::
              the online table (read once per Delta version, cached), time of day, ratios
           3. champion scores natively (PipelineModel.transform); the challenger in shadow
              (scored, stored, never served) or canary (a stable hash of the entity picks
-             ``share`` of entities, served by the challenger); class 1 when score >= the model
-             version's decision threshold (tag ``driftline.decision_threshold``, loaded with the model)
+             ``share`` of entities, served by the challenger; both models still score every
+             event, the unserved rows as routes ``shadow`` / ``control``, so delivery compares
+             them on the same events); class 1 when score >= the model version's decision
+             threshold (tag ``driftline.decision_threshold``, loaded with the model)
           4. one Delta append per table with txnAppId/txnVersion = (query, batch id):
              predictions/<uc>, gold/<uc>_features_stream (what was served), quarantine/<uc>_events_stream
           5. one Kafka write: served predictions → <uc>.predictions, bad records → <uc>.dlq
@@ -94,7 +96,10 @@ from driftline.quality import event_dataset
 
 log = logging.getLogger(__name__)
 
-ROUTES = ("champion", "challenger", "shadow")
+# served: champion | challenger (canary entities); unserved: shadow (the challenger beside a served
+# champion) | control (the champion beside a served canary challenger)
+ROUTES = ("champion", "challenger", "shadow", "control")
+CONTROL = "control"
 MODE_TAG = "driftline.routing.mode"
 SHARE_TAG = "driftline.routing.share"
 BUCKETS = 10_000
@@ -102,6 +107,9 @@ CANARY_SALT = "driftline-canary"
 # Test hook: after writing the predictions of this batch id, touch a marker file and wait,
 # so a test can kill -9 the driver in the middle of a batch (before Spark commits it).
 FAULT_PAUSE_ENV = "DRIFTLINE_FAULT_PAUSE_AFTER_WRITE"
+# <uc>.dlq carries at most this many characters of a bad record's value (JSON escaping can make
+# each up to 6 bytes: well under the producer's 1 MiB max.request.size)
+DLQ_VALUE_MAX = 100_000
 
 
 def streaming_spec(uc: UseCaseConfig) -> StreamingSpec:
@@ -228,6 +236,27 @@ def check_checkpoint(spark: SparkSession, checkpoint: str) -> None:
     if layout is not None and layout.strip() != QUERY_LAYOUT:
         raise ConfigError(f"checkpoint {checkpoint}: written by {layout.strip()!r}, this is {QUERY_LAYOUT!r}; "
                           "use a new checkpoint with --migrate-from")
+
+
+def check_checkpoint_topic(spark: SparkSession, checkpoint: str, topic: str) -> None:
+    """Refuse a checkpoint whose offsets log reads another topic (another use case's query):
+    Spark would mix that query's state and offsets into this one."""
+    files = CheckpointFiles(spark, checkpoint)
+    planned = files.numbers("offsets")
+    if not planned:
+        return
+    lines = (files.read(f"offsets/{planned[-1]}") or "").splitlines()
+    topics: set[str] = set()
+    for line in lines[2:]:
+        with contextlib.suppress(ValueError):
+            source = json.loads(line)
+            topics.update(source if isinstance(source, dict) else ())
+    if topics and topics != {topic}:
+        raise ConfigError(
+            f"checkpoint {checkpoint}: it belongs to the query reading {', '.join(sorted(topics))}, not {topic} "
+            f"(another use case's checkpoint); give each query its own: --checkpoint <empty path>, or leave "
+            f"--checkpoint out for <checkpoint_root>/score/<uc>"
+        )
 
 
 def migration_offsets(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, old_checkpoint: str) -> str:
@@ -394,9 +423,13 @@ def route_and_score(
     thresholds: Mapping[int, float], name: str,
 ) -> DataFrame:
     """Predictions of one batch under ``plan``: champion served for everything (champion
-    mode), plus the challenger unserved (shadow), or the canary entities served by the
-    challenger and the rest by the champion (canary). Each model decides at its version's
-    threshold, ``thresholds[version]``."""
+    mode), plus the challenger unserved (shadow); in canary both models score every event and
+    the stable entity hash picks the served one: the canary entities are served by the
+    challenger (route ``challenger``) with the champion's unserved row as ``control``, the
+    others by the champion (``champion``) with the challenger's unserved row as ``shadow``.
+    Exactly one row per event is served, and in shadow and canary both models score the same
+    events (the paired evidence of :mod:`driftline.delivery`). Each model decides at its
+    version's threshold, ``thresholds[version]``."""
     champ, champ_t = models[plan.champion_version], thresholds[plan.champion_version]
     common = {"name": name}
     if plan.challenger_version is None or plan.mode == "champion":
@@ -409,12 +442,20 @@ def route_and_score(
         shadow = _scored(chall, features, uc, chall_t, route="shadow", served=False,
                          version=plan.challenger_version, **common)
         return served.unionByName(shadow)
-    canary = in_canary(F.col(uc.entity_key), plan.share)
-    by_champion = _scored(champ, features.where(~canary), uc, champ_t, route="champion", served=True,
+    # canary: both models score every event, so that delivery compares them on the same events;
+    # the stable hash picks which one is served (exactly one served row per event)
+    by_champion = _scored(champ, features, uc, champ_t, route="champion", served=True,
                           version=plan.champion_version, **common)
-    by_challenger = _scored(chall, features.where(canary), uc, chall_t, route="challenger", served=True,
+    by_challenger = _scored(chall, features, uc, chall_t, route="challenger", served=True,
                             version=plan.challenger_version, **common)
-    return by_champion.unionByName(by_challenger)
+    in_share = in_canary(F.col("entity"), plan.share)  # the entity key as a string, hashed as before
+    champion_rows = by_champion.select(
+        *[F.col(c) for c in by_champion.columns if c not in ("served", "route")],
+        (~in_share).alias("served"), F.when(in_share, F.lit(CONTROL)).otherwise(F.lit("champion")).alias("route"))
+    challenger_rows = by_challenger.select(
+        *[F.col(c) for c in by_challenger.columns if c not in ("served", "route")],
+        in_share.alias("served"), F.when(in_share, F.lit("challenger")).otherwise(F.lit("shadow")).alias("route"))
+    return champion_rows.unionByName(challenger_rows)
 
 
 def _publish(df: DataFrame, platform: PlatformConfig, topic: str, key: Column) -> None:
@@ -621,9 +662,16 @@ class BatchScorer:
         )
         out = served
         if bad is not None:
-            dlq_fields = ("key", "reason", "reasons", "topic", "partition", "offset", "value", "kafka_timestamp")
+            # the raw value is cut at DLQ_VALUE_MAX characters (value_truncated, value_bytes say so):
+            # a record near Kafka's size limit must not make the DLQ message too large for the
+            # producer and stop the query; the whole record stays in quarantine/<uc>_events_stream
+            value, long = F.col("value"), F.length(F.col("value")) > F.lit(DLQ_VALUE_MAX)
+            dlq_fields = [*[F.col(c) for c in ("key", "reason", "reasons", "topic", "partition", "offset")],
+                          F.when(long, F.substring(value, 1, DLQ_VALUE_MAX)).otherwise(value).alias("value"),
+                          F.coalesce(long, F.lit(False)).alias("value_truncated"),
+                          F.octet_length(value).alias("value_bytes"), F.col("kafka_timestamp")]
             out = served.unionByName(bad.select(
-                F.col("key"), F.to_json(F.struct(*[F.col(c) for c in dlq_fields])).alias("value"),
+                F.col("key"), F.to_json(F.struct(*dlq_fields)).alias("value"),
                 F.lit(self.uc.topic("dlq")).alias("topic"),
             ))
         out.write.format("kafka").options(**self.platform.kafka.client_options("spark")).save()
@@ -776,6 +824,7 @@ def start_scoring(
         starting = migration_offsets(spark, platform, uc, migrate_from)
         log.info("scoring %s: taking over from %s at offsets %s", uc.name, migrate_from, starting)
     check_checkpoint(spark, checkpoint)
+    check_checkpoint_topic(spark, checkpoint, uc.topic("events"))
     # A deployment that starts at the end of the topic begins with its entities' history;
     # a query that reads the topic from the start builds its state from the topic itself.
     fresh_start = not files.numbers("offsets") and (starting or stream.starting_offsets) == "latest"

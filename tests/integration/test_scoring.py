@@ -239,8 +239,16 @@ def test_canary_share_is_stable_per_entity_and_can_be_ramped(
     register_models(spark, platform, uc, runs)
     assert produce_usecase(platform, uc, events=2500, seed=4, labels=False).acked == 2500
     run_available(spark, platform, uc)
-    first = predictions(platform, uc)
-    assert first["served"].all() and first["event_id"].is_unique and len(first) == 2500
+    every = predictions(platform, uc)
+    # both models score every event (paired evidence for delivery); exactly one row per event is served
+    assert len(every) == 5000 and every.groupby("event_id")["served"].sum().eq(1).all()
+    assert set(every.groupby(["route", "model_version", "served"]).size().index) == {
+        ("champion", 1, True), ("control", 1, False), ("challenger", 2, True), ("shadow", 2, False)}
+    served = every[every["served"]]
+    pairs = every.pivot(index="event_id", columns="model_version", values="route")
+    assert set(map(tuple, pairs.to_numpy())) == {("champion", "shadow"), ("control", "challenger")}
+    first = served
+    assert first["event_id"].is_unique and len(first) == 2500
     by_entity = first.groupby("entity")["route"].nunique()
     assert (by_entity == 1).all()  # the same entity always takes the same route
     share = (first.groupby("entity")["route"].first() == "challenger").mean()
@@ -252,7 +260,8 @@ def test_canary_share_is_stable_per_entity_and_can_be_ramped(
     assert produce_usecase(platform, uc, events=2500, seed=5, labels=False).acked == 2500
     run_available(spark, platform, uc)
     second = predictions(platform, uc)
-    second = second[~second["event_id"].isin(first["event_id"])]
+    second = second[~second["event_id"].isin(first["event_id"]) & second["served"]]
+    assert second["event_id"].is_unique and len(second) == 2500
     share2 = (second.groupby("entity")["route"].first() == "challenger").mean()
     assert share2 == pytest.approx(0.6, abs=0.04), share2
     was_canary = set(first.loc[first["route"] == "challenger", "entity"])
