@@ -11,14 +11,25 @@ current directory). A training run records enough to reproduce and audit it::
 
 Lineage params: ``data.path``, ``data.version``, ``git.commit``,
 ``config.platform_hash``, ``config.usecase_hash``, ``config.model_hash``,
-``seed``, ``spark.version``.
+``seed``, ``spark.version``. The training and test rows are also MLflow dataset
+inputs (contexts ``training`` and ``testing``, source: the Delta path at that
+version), so MLflow's UI shows a run's data. The model's environment names every
+Python package it needs to load and score, at the installed versions
+(:data:`MODEL_PACKAGES`: ``requirements.txt`` and ``conda.yaml`` of the logged
+model), and the JVM artefacts of ``conf/jvm/`` as Maven coordinates (run artifact
+``environment/jvm_requirements.txt``, tag ``driftline.jvm_packages``, a value for
+``spark.jars.packages``).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
+import re
 import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +38,7 @@ import mlflow
 import pandas as pd
 
 from driftline.config import PROJECT_ROOT, PlatformConfig, UseCaseConfig, config_hash
+from driftline.config.platform import default_conf_dir
 from driftline.errors import UsageError
 from driftline.training import ModelSpec, TrainResult
 
@@ -36,6 +48,14 @@ MODEL_ARTIFACT = "model"
 PROFILE_ARTIFACT = "reference_profile.json"
 SPEC_ARTIFACT = "model_spec.json"
 SEARCH_ARTIFACT = "search_results.json"
+JVM_ARTIFACT = "environment/jvm_requirements.txt"
+JVM_TAG = "driftline.jvm_packages"
+# the Python distributions a logged Spark model needs to load and score (pyspark.ml, Delta, MLflow's
+# spark flavour and pyfunc, and what they import), pinned at the installed versions
+MODEL_PACKAGES = ("pyspark", "py4j", "delta-spark", "mlflow", "pandas", "numpy", "scipy", "pyarrow", "cloudpickle")
+# conf/jvm/<file>: what each set of JVM artefacts is for, and whether every Spark session needs it
+JVM_POMS = {"spark-connectors.pom.xml": ("Delta Lake and the Kafka source/sink (every job)", True),
+            "object-store.pom.xml": ("the S3A connector (only for an s3a:// lake)", False)}
 
 
 @dataclass(frozen=True)
@@ -102,10 +122,68 @@ def git_commit(cwd: str | Path | None = None) -> str:
 
 
 def pip_requirements() -> list[str]:
-    """Explicit requirements of a logged Spark model (inference would take ~20 s)."""
-    import pyspark
+    """Explicit requirements of a logged Spark model (inference would take ~20 s): every
+    package of :data:`MODEL_PACKAGES` at its installed version.
 
-    return [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}", f"pandas=={pd.__version__}"]
+        >>> pip_requirements()[0].startswith("pyspark==")
+        True
+    """
+    return [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_PACKAGES]
+
+
+def jvm_requirements(conf_dir: str | Path | None = None) -> list[dict[str, str]]:
+    """The Maven coordinates (``group:artifact:version``, properties filled in) of the
+    dependencies in ``conf/jvm`` (:data:`JVM_POMS`), each with its pom, what it is for and
+    whether every session needs it (``required``: ``yes``/``no``).
+
+    Example::
+
+        [r["coordinate"] for r in jvm_requirements()][:2]
+        # ['org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0', 'io.delta:delta-spark_4.2_2.13:4.4.0']
+    """
+    base = Path(conf_dir) if conf_dir is not None else default_conf_dir() / "jvm"
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    out: list[dict[str, str]] = []
+    for name, (purpose, required) in JVM_POMS.items():
+        path = base / name
+        if not path.is_file():
+            continue
+        root = ET.parse(path).getroot()
+        props = {el.tag.split("}")[-1]: (el.text or "").strip() for el in root.findall("m:properties/*", ns)}
+
+        def fill(text: str | None, props: dict[str, str] = props) -> str:
+            return re.sub(r"\$\{([^}]+)\}", lambda m: props.get(m.group(1), m.group(0)), (text or "").strip())
+
+        for dep in root.findall("m:dependencies/m:dependency", ns):
+            parts = [fill(dep.findtext(f"m:{k}", None, ns)) for k in ("groupId", "artifactId", "version")]
+            out.append({"coordinate": ":".join(parts), "pom": f"conf/jvm/{name}", "for": purpose,
+                        "required": "yes" if required else "no"})
+    return out
+
+
+def log_environment() -> list[str]:
+    """Record the JVM artefacts in the active run (artifact ``environment/jvm_requirements.txt``
+    and tag ``driftline.jvm_packages``); returns the coordinates."""
+    reqs = jvm_requirements()
+    lines = ["# JVM artefacts (Maven coordinates) to load and score this model with Spark, from conf/jvm/*.pom.xml;",
+             "# the Python side is the model's requirements.txt. As spark-submit --packages / spark.jars.packages:",
+             "# " + ",".join(r["coordinate"] for r in reqs if r["required"] == "yes")]
+    lines += [f"{r['coordinate']}  # {r['pom']}: {r['for']}" for r in reqs]
+    mlflow.log_text("\n".join(lines) + "\n", JVM_ARTIFACT)
+    mlflow.set_tag(JVM_TAG, ",".join(r["coordinate"] for r in reqs if r["required"] == "yes"))
+    return [r["coordinate"] for r in reqs]
+
+
+def log_datasets(datasets: Mapping[str, Any], *, data: DataRef, uc: UseCaseConfig) -> None:
+    """Log each Spark frame of ``datasets`` (context -> frame: ``training``, ``testing``) as an
+    MLflow dataset input of the active run, its source the Delta table ``data`` at its version."""
+    from mlflow.data.spark_dataset import from_spark
+
+    table = Path(data.path.rstrip("/")).name
+    for context, frame in datasets.items():
+        ds = from_spark(frame, path=data.path, version=str(data.version), targets=uc.label.field,
+                        name=f"{table}@v{data.version}/{context}")
+        mlflow.log_input(ds, context=context)
 
 
 def lineage_params(
@@ -157,10 +235,12 @@ def log_training_run(
     spark_version: str,
     profile: dict[str, Any],
     input_example: pd.DataFrame,
+    datasets: Mapping[str, Any] | None = None,
 ) -> str:
-    """Log params, lineage, search results, test metrics, the reference profile and
-    the Spark model (signature, input example, explicit pip requirements) into the
-    active run; returns the logged model's URI.
+    """Log params, lineage, search results, test metrics, the reference profile,
+    the dataset inputs (``datasets``: context -> Spark frame, see :func:`log_datasets`),
+    the JVM artefacts and the Spark model (signature, input example, explicit pip
+    requirements) into the active run; returns the logged model's URI.
 
     Example::
 
@@ -186,6 +266,9 @@ def log_training_run(
     mlflow.log_table(pd.DataFrame(result.search_results), SEARCH_ARTIFACT)
     mlflow.log_dict(profile, PROFILE_ARTIFACT)
     mlflow.log_dict(spec.model_dump(mode="json"), SPEC_ARTIFACT)
+    if datasets:
+        log_datasets(datasets, data=data, uc=uc)
+    log_environment()
 
     output = pd.DataFrame({"prediction": [0.0] * len(input_example)})
     signature = infer_signature(input_example, output)

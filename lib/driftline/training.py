@@ -25,10 +25,13 @@ regression) and the estimator name decide. The pieces compose::
                                                   # precision: 0.5} | {rule: precision_at_recall, recall: 0.5}
       class_weight: null                          # binary: balanced | {0: w0, 1: w1}
       split: {method: time, fractions: [0.7, 0.15, 0.15], seed: 42}   # | random (hash of event id)
+      train_partitions: 2                         # rows hash-partitioned by event id: reproducible fits
       search: {method: grid, n: 4, params: {regParam: [0.0, 0.1]},
                validation: train_validation_split, folds: 3, parallelism: 2, metric: roc_auc}
       gate: {metric: roc_auc, tolerance: 0.005, min: 0.6, max: null}
       profile: {bins: 10}
+      card: {intended_use: ..., slices: [channel], min_slice_rows: 100, min_positives: 50, limits: [...]}
+      retention: {log: 30d, deleted_files: 7d}    # floors; see driftline.retention
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 from pyspark.ml import Estimator, Pipeline, PipelineModel, Transformer
 from pyspark.ml.classification import GBTClassifier, LogisticRegression, RandomForestClassifier
-from pyspark.ml.evaluation import BinaryClassificationEvaluator, Evaluator, RegressionEvaluator
+from pyspark.ml.evaluation import Evaluator
 from pyspark.ml.feature import (
     PCA,
     Imputer,
@@ -88,6 +91,7 @@ DEFAULT_METRIC: dict[str, str] = {"binary": "roc_auc", "regression": "rmse"}
 SCORE_COL = "score"
 FEATURES_COL = "_dl_assembled"
 WEIGHT_COL = "_dl_weight"
+FOLD_COL = "_dl_fold"
 PREFIX = "_dl_"
 
 
@@ -339,19 +343,89 @@ def param_maps(estimator: Estimator, candidates: Sequence[Mapping[str, Any]]) ->
     return maps
 
 
+SEARCH_METRICS: dict[str, tuple[str, ...]] = {"binary": ("roc_auc", "pr_auc"),
+                                               "regression": ("rmse", "mae", "r2", "mse")}
+
+
 def search_evaluator(metric: str, kind: LabelKind, label_col: str) -> Evaluator:
-    """The Spark evaluator the search maximises or minimises."""
-    if kind == "binary":
-        names = {"roc_auc": "areaUnderROC", "pr_auc": "areaUnderPR"}
-        if metric not in names:
-            raise ModelSpecError(f"model.search.metric: got {metric!r}, expected one of {sorted(names)} for binary")
-        ev = BinaryClassificationEvaluator(labelCol=label_col, rawPredictionCol="rawPrediction")
-        return ev.setMetricName(names[metric])  # type: ignore[arg-type]
-    names = {"rmse": "rmse", "mae": "mae", "r2": "r2", "mse": "mse"}
-    if metric not in names:
-        raise ModelSpecError(f"model.search.metric: got {metric!r}, expected one of {sorted(names)} for regression")
-    reg = RegressionEvaluator(labelCol=label_col, predictionCol="prediction")
-    return reg.setMetricName(names[metric])  # type: ignore[arg-type]
+    """The evaluator the search maximises or minimises: a :class:`PairEvaluator` (exact, and
+    the same from run to run)."""
+    if metric not in SEARCH_METRICS[kind]:
+        raise ModelSpecError(f"model.search.metric: got {metric!r}, expected one of {sorted(SEARCH_METRICS[kind])} "
+                             f"for {kind}")
+    return PairEvaluator(metric, kind, label_col)
+
+
+def exact_aucs(scores: Sequence[float] | np.ndarray, labels: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """ROC AUC and PR AUC of (score, label) pairs, exactly and independent of their order:
+    the ROC and precision-recall curves have a point per distinct score (tied scores move
+    together) and their areas are trapezoids; the PR curve starts at recall 0 with the first
+    point's precision, as Spark's ``areaUnderPR`` does (without its binning). NaN when a class
+    is missing.
+
+        >>> exact_aucs([0.9, 0.8, 0.6, 0.2], [1, 0, 1, 0])
+        (0.75, 0.7916666666666666)
+    """
+    s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
+    order = np.lexsort((y, -s))  # by score descending; the order among ties does not matter below
+    s, y = s[order], y[order]
+    positives, negatives = float(y.sum()), float(len(y) - y.sum())
+    if positives == 0 or negatives == 0:
+        return float("nan"), float("nan")
+    ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    tp = np.cumsum(y)[ends]
+    fp = (ends + 1) - tp
+    tpr, fpr = np.r_[0.0, tp / positives], np.r_[0.0, fp / negatives]
+    roc = float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2.0))
+    precision, recall = tp / (tp + fp), tp / positives
+    precision, recall = np.r_[precision[0], precision], np.r_[0.0, recall]
+    pr = float(np.sum((recall[1:] - recall[:-1]) * (precision[1:] + precision[:-1]) / 2.0))
+    return roc, pr
+
+
+def pair_metric(metric: str, scores: np.ndarray, labels: np.ndarray) -> float:
+    """One search metric of collected (score, label) pairs (see :data:`SEARCH_METRICS`)."""
+    if metric in ("roc_auc", "pr_auc"):
+        roc, pr = exact_aucs(scores, labels)
+        return roc if metric == "roc_auc" else pr
+    order = np.lexsort((scores, labels))  # a fixed order whatever the rows' order
+    err = labels[order] - scores[order]
+    if not len(err):
+        return float("nan")
+    if metric == "mae":
+        return float(np.mean(np.abs(err)))
+    mse = float(np.mean(err * err))
+    if metric == "mse":
+        return mse
+    if metric == "rmse":
+        return math.sqrt(mse)
+    var = float(np.var(labels[order]))
+    return 1.0 - mse / var if var > 0 else float("nan")
+
+
+class PairEvaluator(Evaluator):
+    """A pyspark.ml evaluator for the tuners: the (score, label) pairs of a transformed frame
+    collected to the driver and measured there (:func:`pair_metric`). Spark's own evaluators
+    bin the ROC curve and add per-partition partial areas in the order tasks finish, so the
+    same model could score differently in the last bits from run to run; these are exact
+    and repeatable. Collects one validation set per candidate (the threshold rules collect
+    it too)."""
+
+    def __init__(self, metric: str, kind: LabelKind, label_col: str) -> None:
+        super().__init__()
+        self.metric, self.kind, self.label_col = metric, kind, label_col
+
+    def _evaluate(self, dataset: DataFrame) -> float:
+        rows = dataset.select(score_column(self.kind).alias("s"), F.col(self.label_col).cast("double").alias("y")
+                              ).collect()
+        pairs = np.array([(r["s"], r["y"]) for r in rows], dtype=float).reshape(-1, 2)
+        return pair_metric(self.metric, pairs[:, 0], pairs[:, 1])
+
+    def isLargerBetter(self) -> bool:
+        return is_higher_better(self.metric)
+
+    def copy(self, extra: Any = None) -> PairEvaluator:
+        return PairEvaluator(self.metric, self.kind, self.label_col)
 
 
 # --------------------------------------------------------------------------- scoring and metrics
@@ -392,8 +466,9 @@ def score_frame(model: Transformer, df: DataFrame, kind: LabelKind, keep: Sequen
 
 
 def binary_metrics(scored: DataFrame, label_col: str, threshold: float) -> dict[str, float]:
-    """ROC AUC, PR AUC and, at ``threshold`` on ``score``, precision, recall, F1,
-    accuracy and the confusion matrix (tp, fp, tn, fn).
+    """ROC AUC, PR AUC (exact, :func:`exact_aucs`) and, at ``threshold`` on ``score``,
+    precision, recall, F1, accuracy and the confusion matrix (tp, fp, tn, fn), from the
+    (score, label) pairs collected to the driver (:func:`pair_binary_metrics`).
 
     Example::
 
@@ -401,27 +476,29 @@ def binary_metrics(scored: DataFrame, label_col: str, threshold: float) -> dict[
     """
     if not 0 < threshold < 1:
         raise UsageError(f"threshold: expected a value in (0, 1), got {threshold}")
-    y = F.col(label_col).cast("double")
-    pred = (F.col(SCORE_COL) >= F.lit(threshold)).cast("double")
-    is_pos, is_pred = y == 1.0, pred == 1.0
-    row = scored.agg(
-        F.sum((is_pos & is_pred).cast("long")).alias("tp"),
-        F.sum((~is_pos & is_pred).cast("long")).alias("fp"),
-        F.sum((~is_pos & ~is_pred).cast("long")).alias("tn"),
-        F.sum((is_pos & ~is_pred).cast("long")).alias("fn"),
-    ).first()
-    tp, fp, tn, fn = (float((row[k] if row else 0) or 0) for k in ("tp", "fp", "tn", "fn"))
+    return pair_binary_metrics(*score_pairs(scored, label_col), threshold)
+
+
+def pair_binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """:func:`binary_metrics` of (score, label) arrays; pairs with a missing score or label are
+    left out. The same pairs in any order give the same numbers, to the last bit.
+
+        >>> pair_binary_metrics(np.array([0.9, 0.8, 0.6, 0.2]), np.array([1.0, 0.0, 1.0, 0.0]), 0.7)["f1"]
+        0.5
+    """
+    keep = ~(np.isnan(scores) | np.isnan(labels))
+    s, y = scores[keep], labels[keep]
+    is_pos, is_pred = y == 1.0, s >= threshold
+    tp, fp = float(np.sum(is_pos & is_pred)), float(np.sum(~is_pos & is_pred))
+    tn, fn = float(np.sum(~is_pos & ~is_pred)), float(np.sum(is_pos & ~is_pred))
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     total = tp + fp + tn + fn
-    with_raw = scored.select(y.alias("_y"), F.col(SCORE_COL).alias("_s"))
     if tp + fn == 0 or tn + fp == 0:
         roc = pr = float("nan")  # one class only: AUC is undefined
     else:
-        ev = BinaryClassificationEvaluator(labelCol="_y", rawPredictionCol="_s")
-        roc = float(ev.evaluate(with_raw, {ev.metricName: "areaUnderROC"}))
-        pr = float(ev.evaluate(with_raw, {ev.metricName: "areaUnderPR"}))
+        roc, pr = exact_aucs(s, y)
     return {
         "roc_auc": roc, "pr_auc": pr, "precision": precision, "recall": recall, "f1": f1,
         "accuracy": (tp + tn) / total if total else float("nan"),
@@ -615,12 +692,19 @@ class TrainResult:
 
 
 def prepare(df: DataFrame, uc: UseCaseConfig, spec: ModelSpec) -> DataFrame:
-    """The columns training reads, with the label as double and rows without a label dropped."""
+    """The columns training reads, with the label as double and rows without a label dropped,
+    hash-partitioned by event id into ``model.train_partitions`` partitions and sorted within
+    them: the rows every later step sees, and their order, depend on the data alone (not on
+    the files of the table or the cluster), so the same data, config and seed give the same
+    model. Sums over 1 or 2 partitions are bit-identical from run to run; Spark merges 3 or
+    more partial sums in the order their tasks finish."""
     label = uc.label.field
     cols = list(dict.fromkeys([uc.event_id, uc.entity_key, uc.event_time, *spec.features]))
     return (
         df.select(*[F.col(c) for c in cols], F.col(label).cast("double").alias(label))
         .where(F.col(label).isNotNull())
+        .repartition(spec.train_partitions, F.col(uc.event_id))
+        .sortWithinPartitions(uc.event_id, uc.event_time)
     )
 
 
@@ -630,8 +714,10 @@ def fit(splits: Splits, uc: UseCaseConfig, spec: ModelSpec) -> TrainResult:
     preprocessing as one PipelineModel, and evaluate it on test.
 
     ``train_validation_split`` uses ``trainRatio`` = train / (train + validation) of
-    ``model.split.fractions``; ``cross_validation`` uses ``model.search.folds``.
-    Both carry ``model.split.seed``, as does every estimator with a seed.
+    ``model.split.fractions``; ``cross_validation`` uses ``model.search.folds``, each row's
+    fold a seeded hash of its event id. Both carry ``model.split.seed``, as does every
+    estimator with a seed; with the rows :func:`prepare` partitions and orders, a second fit
+    on the same data gives the same model, search results and threshold.
 
     Binary labels: ``model.class_weight`` weights the rows (weights from the train split's
     label counts). A ``model.threshold`` rule is applied to the validation split scored by
@@ -658,9 +744,10 @@ def fit(splits: Splits, uc: UseCaseConfig, spec: ModelSpec) -> TrainResult:
     evaluator = search_evaluator(metric, kind, label)
     f_train, f_val, _ = spec.split.fractions
     tuner: TrainValidationSplit | CrossValidator
-    if spec.search.validation == "cross_validation":
+    if spec.search.validation == "cross_validation":  # folds from a seeded hash of the event id
         tuner = CrossValidator(estimator=estimator, estimatorParamMaps=maps, evaluator=evaluator,
-                               numFolds=spec.search.folds, parallelism=spec.search.parallelism, seed=seed)
+                               numFolds=spec.search.folds, parallelism=spec.search.parallelism, seed=seed,
+                               foldCol=FOLD_COL)
     else:
         tuner = TrainValidationSplit(estimator=estimator, estimatorParamMaps=maps, evaluator=evaluator,
                                      trainRatio=f_train / (f_train + f_val),
@@ -678,7 +765,9 @@ def fit(splits: Splits, uc: UseCaseConfig, spec: ModelSpec) -> TrainResult:
     # it has no hyper-parameters, and each Spark job costs time on a small machine.
     features = Pipeline(stages=stages).fit(dev)
     weight = [weight_column(label, weights).alias(WEIGHT_COL)] if weights else []
-    vectors = features.transform(dev).select(F.col(features_col), F.col(label), *weight, F.col("_dl_split")).cache()
+    fold = F.pmod(F.xxhash64(F.col(uc.event_id).cast("string"), F.lit(seed + 1)), F.lit(spec.search.folds))
+    vectors = features.transform(dev).select(F.col(features_col), F.col(label), *weight, F.col("_dl_split"),
+                                             fold.cast("int").alias(FOLD_COL)).cache()
     try:
         tuned = tuner.fit(vectors)
         scores = tuned.avgMetrics if isinstance(tuned, CrossValidatorModel) else tuned.validationMetrics

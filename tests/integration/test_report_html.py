@@ -93,6 +93,31 @@ def _reference_profile(mlflow_home: Path) -> None:
                                             "null_count": 0}}, "reference_profile.json")
 
 
+def _model_card(mlflow_home: Path) -> None:
+    """The champion's model card, as jobs/train.py writes it at registration (driftline.model_card)."""
+    from driftline.config import load_platform
+    from driftline.model_card import CARD_JSON
+    from driftline.registry import client_for
+
+    client = client_for(load_platform(overrides=[f"mlflow.home={mlflow_home}"], env={}))
+    run_id = client.get_model_version("fraud-model", "1").run_id
+    client.log_dict(run_id, {
+        "model": "fraud-model", "version": 1, "run_id": run_id, "usecase": UC, "created": "2024-05-01T11:00:00Z",
+        "estimator": "logistic_regression", "label": {"field": "is_fraud", "kind": "binary"},
+        "intended_use": "Flags card transactions for review.", "decision_threshold": 0.27,
+        "training_data": [{"role": "training table", "path": "/lake/gold/fraud_features_offline", "version": 7,
+                           "rows": {"train": 700, "validation": 150, "test": 150}}],
+        "metrics": {"overall": {"precision": 0.5, "recall": 0.6, "f1": 0.5454, "roc_auc": 0.93, "pr_auc": 0.4,
+                                "rows": 150.0, "positives": 10.0, "threshold": 0.27},
+                    "slices": [{"column": "channel", "value": "atm", "precision": 0.25, "recall": 1.0, "f1": 0.4,
+                                "roc_auc": 0.9, "pr_auc": 0.3, "rows": 12.0, "positives": 1.0, "threshold": 0.27,
+                                "too_small": True}]},
+        "features": ["amount", "channel=atm"],
+        "feature_weights": {"kind": "coefficients", "note": "per standard deviation",
+                            "values": [{"feature": "amount", "value": 1.25}, {"feature": "channel=atm", "value": -0.5}]},
+        "limits": ["fewer than 50 test positives (10 of 150 rows)"]}, CARD_JSON)
+
+
 @pytest.fixture(autouse=True)
 def _mlflow_uris_restored() -> Iterator[None]:
     """The report points MLflow's process-wide URIs at this test's store: put them back."""
@@ -157,6 +182,7 @@ def test_report_renders_every_chart_in_headless_chromium(tmp_path: Path, browser
         write(lake)
     registry(mlflow_home)
     _reference_profile(mlflow_home)
+    _model_card(mlflow_home)
 
     start = time.monotonic()
     result = CliRunner().invoke(main, ["--set", f"lake_root={lake}", "--set", f"mlflow.home={mlflow_home}",
@@ -206,6 +232,13 @@ def test_report_renders_every_chart_in_headless_chromium(tmp_path: Path, browser
     assert "not_json" in chart_text("validation") and "52" in chart_text("validation")  # 12 + 40 batch
     assert "score_fraud" in chart_text("throughput")
     assert "alert #1" in chart_text("alerts")
+    # the champion's model card: intended use, data, metrics per slice, weights by feature, limits
+    assert browser.find_element(By.ID, "card-intended-use").text == "Flags card transactions for review."
+    assert "/lake/gold/fraud_features_offline" in browser.find_element(By.ID, "table-card-data").text
+    card_metrics = browser.find_element(By.ID, "table-card-metrics").text
+    assert "overall" in card_metrics and "channel=atm" in card_metrics and "too few rows" in card_metrics
+    assert "channel=atm -0.5" in browser.find_element(By.ID, "table-card-weights").text
+    assert "fewer than 50 test positives" in browser.find_element(By.ID, "card-limits").text
     assert elapsed < 30, f"the report took {elapsed:.0f}s"
 
 
@@ -228,6 +261,7 @@ def test_report_of_an_empty_lake_says_what_is_missing(tmp_path: Path, browser: A
     assert set(notes) == {f"empty-{name}" for name in CHARTS} | {"empty-alerts-table"}
     assert notes["empty-drift-heatmap"] == "monitoring/eta_drift: no table yet"
     assert notes["empty-alerts-table"] == "monitoring/eta_alerts: no table yet"
+    assert "no MLflow store" in browser.find_element(By.ID, "note-model-card").text
     assert "no MLflow store" in browser.find_element(By.ID, "summary").text
 
 
