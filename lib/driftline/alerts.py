@@ -16,16 +16,24 @@ The rule, from the use case's ``drift.alert`` section (:class:`AlertRule`)::
 
 fires at a bad window when at least ``n`` of the last ``m`` windows (ordered by
 ``window_end``, the window itself included) are bad, unless an alert fired in
-the ``cooldown_windows`` windows before it (default ``m``). The rule is applied
-to the whole history on each evaluation, so it is deterministic: the same
-windows give the same alerts. An alert's id is derived from the use case and
-the ``window_end`` it fired at, so evaluating again raises nothing new.
+the ``cooldown_windows`` windows before it (default ``m``). The rule is
+deterministic: the same windows give the same alerts. An alert's id is derived
+from the use case and the ``window_end`` it fired at, so evaluating again raises
+nothing new.
 
-A new alert is published as JSON to ``<uc>.alerts`` (key: the alert id) and
-then recorded in ``monitoring/<uc>_alerts`` (MERGE on ``alert_id``). Publishing
-comes first: if recording fails, the next evaluation publishes the alert again,
-so consumers see each alert at least once and dedupe on ``alert_id``
-(``jobs/pipeline.py --on-alert`` does).
+Who evaluates: the stream monitor itself, as windows close
+(:class:`AlertEvaluator`, one per ``start_monitor`` call, its lock shared by the
+source queries so two sources closing at once publish an alert once), and
+``driftline alerts check`` by hand. ``driftline alerts check`` reads the whole
+history; the monitor reads only the windows from a few ``m + cooldown`` before the
+first window written since its last evaluation (:func:`tail_fire_points` gives the
+whole-history answer from them, or says it cannot, and the whole history is read).
+
+A new alert is published as JSON to ``<uc>.alerts`` (key: the alert id), logged
+(one INFO line ``ALERT <id> …``) and then recorded in ``monitoring/<uc>_alerts``
+(MERGE on ``alert_id``). Publishing comes first: if recording fails, the next
+evaluation publishes the alert again, so consumers see each alert at least once
+and dedupe on ``alert_id`` (``jobs/pipeline.py --on-alert`` does).
 
     new = evaluate_alerts(spark, platform, uc)   # [Alert(alert_id='…', window_end=…, reasons=(…))]
 """
@@ -35,9 +43,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -180,6 +189,10 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _parse(text: str) -> datetime:
     return _utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
@@ -203,9 +216,7 @@ def fire_points(windows: Sequence[WindowStatus], rule: AlertRule) -> list[int]:
     """
     if not isinstance(rule, AlertRule):
         raise TypeError(f"rule: expected AlertRule, got {type(rule).__name__}")
-    ends = [w.window_end for w in windows]
-    if any(_utc(a) >= _utc(b) for a, b in zip(ends, ends[1:], strict=False)):
-        raise UsageError("windows: expected windows ordered by window_end, each once")
+    _check_order(windows)
     fired: list[int] = []
     for i, window in enumerate(windows):
         if not window.bad:
@@ -219,13 +230,69 @@ def fire_points(windows: Sequence[WindowStatus], rule: AlertRule) -> list[int]:
     return fired
 
 
+def tail_fire_points(tail: Sequence[WindowStatus], rule: AlertRule, first: datetime) -> list[int] | None:
+    """The windowed rule: indices of ``tail`` (the newest windows of a history, ordered by
+    ``window_end``; what came before is unknown) at which :func:`fire_points` over the whole
+    history fires, among the windows ending at or after ``first``; None when the tail is too
+    short to tell.
+
+    Whether window ``i`` fires depends on the ``m`` windows up to it and on the last alert
+    before it (the cooldown), which depends on the history before. That dependency ends
+    after ``cooldown`` windows in a row that cannot fire whatever came before (good, or fewer
+    than ``n`` bad among their last ``m``, all inside the tail): the window after them is
+    free of any earlier alert. From the first such point the rule is replayed exactly, so the
+    answer equals the whole-history one whenever it is not None (with ``cooldown_windows: 0``
+    any ``m - 1`` windows of context suffice). With ``n=2, m=3`` and windows
+    ``x.x....x.x`` (``x`` bad) the whole history fires at 2 and 9::
+
+        tail_fire_points(ws[2:], AlertRule(), ws[9].window_end)   # [7]: ws[9]
+        tail_fire_points(ws[6:], AlertRule(), ws[9].window_end)   # None: too short to tell
+    """
+    if not isinstance(rule, AlertRule):
+        raise TypeError(f"rule: expected AlertRule, got {type(rule).__name__}")
+    _check_order(tail)
+    start = next((i for i, w in enumerate(tail) if _utc(w.window_end) >= _utc(first)), len(tail))
+    if start == len(tail):
+        return []
+    bad = [w.bad for w in tail]
+
+    def can_fire(i: int) -> bool:  # needs the m windows up to i inside the tail
+        return bad[i] and sum(bad[i - rule.m + 1: i + 1]) >= rule.n
+
+    free = None  # the first index whose rule does not depend on alerts before the tail
+    if rule.cooldown == 0:
+        free = rule.m - 1
+    else:
+        run = 0
+        for i in range(rule.m - 1, start):
+            run = 0 if can_fire(i) else run + 1
+            if run >= rule.cooldown:
+                free = i + 1
+                break
+    if free is None or free > start:
+        return None
+    fired: list[int] = []
+    for i in range(free, len(tail)):
+        if can_fire(i) and not (fired and i - fired[-1] <= rule.cooldown):
+            fired.append(i)
+    return [i for i in fired if i >= start]
+
+
+def _check_order(windows: Sequence[WindowStatus]) -> None:
+    ends = [w.window_end for w in windows]
+    if any(_utc(a) >= _utc(b) for a, b in zip(ends, ends[1:], strict=False)):
+        raise UsageError("windows: expected windows ordered by window_end, each once")
+
+
 def build_alerts(
-    usecase: str, windows: Sequence[WindowStatus], rule: AlertRule, created_at: datetime | None = None
+    usecase: str, windows: Sequence[WindowStatus], rule: AlertRule, created_at: datetime | None = None,
+    points: Sequence[int] | None = None,
 ) -> list[Alert]:
-    """Every alert the rule raises over ``windows`` (see :func:`fire_points`), oldest first."""
+    """Every alert the rule raises over ``windows`` (see :func:`fire_points`), oldest first;
+    or the alerts at ``points`` (indices of ``windows``, e.g. from :func:`tail_fire_points`)."""
     now = created_at or datetime.now(UTC)
     alerts = []
-    for i in fire_points(windows, rule):
+    for i in fire_points(windows, rule) if points is None else points:
         recent = windows[max(0, i - rule.m + 1): i + 1]
         reasons = tuple(r for w in recent for r in w.reasons)
         alerts.append(Alert(
@@ -292,9 +359,11 @@ def _from_micros(us: int) -> datetime:
 
 
 def read_windows(
-    spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, sources: Sequence[Source] = SOURCES
+    spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, sources: Sequence[Source] = SOURCES,
+    since: datetime | None = None,
 ) -> list[WindowStatus]:
-    """Every monitored window of the use case with the reasons it is bad, oldest first.
+    """Every monitored window of the use case with the reasons it is bad, oldest first; with
+    ``since``, only the windows ending at or after it.
 
     A missing table, or one without the contract's columns, is skipped with a warning."""
     parts = []
@@ -308,6 +377,8 @@ def read_windows(
         if missing:
             log.warning("alerts: %s lacks columns %s; not used for alerts", path, missing)
             continue
+        if since is not None:  # a filter on the table's own column: Delta skips older files by their stats
+            df = df.where(F.col("window_end") >= F.lit(_utc(since)))
         parts.append(flagged_rows(df, source))
     if not parts:
         return []
@@ -382,13 +453,51 @@ def publish(platform: PlatformConfig, topic: str, alerts: Sequence[Alert], timeo
         raise BrokerError(f"publishing {len(alerts)} alerts to {topic}: {left} unacknowledged, errors {errors[:3]}")
 
 
+def lookback(rule: AlertRule, window_s: int) -> timedelta:
+    """How far before the first changed window a windowed evaluation reads: ``2 * (m + cooldown)``
+    windows of event time, room for :func:`tail_fire_points` to find its starting point even
+    with a few windows missing (no events)."""
+    return timedelta(seconds=2 * (rule.m + rule.cooldown) * window_s)
+
+
+def rule_alerts(
+    usecase: str, rule: AlertRule, read: Callable[[datetime | None], list[WindowStatus]], since: datetime | None,
+    window_s: int, now: datetime | None = None,
+) -> list[Alert]:
+    """The alerts the rule raises, read through ``read(bound)`` (the windows ending at or after
+    ``bound``, None: all). With ``since`` None: over the whole history. With ``since``: the
+    alerts at windows ending at or after it, from the windows read since :func:`lookback`
+    before it (:func:`tail_fire_points`), or when those do not settle the rule, from the
+    whole history (the alerts before ``since`` too; recorded ones are filtered later)."""
+    points: list[int] | None = None
+    if since is not None:
+        windows = read(_utc(since) - lookback(rule, window_s))
+        points = tail_fire_points(windows, rule, since)
+        if points is None:
+            log.info("alerts %s: the %d windows read before %s do not settle the rule; reading the whole "
+                     "history", usecase, len(windows), _iso(since))
+    if points is None:
+        windows = read(None)
+    alerts = build_alerts(usecase, windows, rule, now, points)
+    scope = "the whole history" if points is None else f"the windows from {_iso(since or _now())}"
+    log.info("alerts %s: %d windows read (%d bad), rule %s: %d alerts in %s", usecase, len(windows),
+             sum(w.bad for w in windows), rule.describe(), len(alerts), scope)
+    return alerts
+
+
 def evaluate_alerts(
     spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, *, now: datetime | None = None,
-    dry_run: bool = False,
+    dry_run: bool = False, since: datetime | None = None,
 ) -> list[Alert]:
     """Apply the use case's rule to its monitoring tables; publish and record the alerts
     not raised before, and return them (empty when nothing new fired). ``dry_run``
     returns every alert the rule raises over the history and publishes nothing.
+
+    ``since`` (the stream monitor's evaluations): the earliest ``window_end`` written since
+    the last evaluation that published and recorded everything. Only the windows from
+    :func:`lookback` before it are read and :func:`tail_fire_points` decides, which gives
+    the alerts the whole history would (windows before ``since`` are unchanged, and their
+    alerts were recorded then); when that tail cannot tell, the whole history is read.
 
     Example::
 
@@ -396,10 +505,8 @@ def evaluate_alerts(
             print(alert.summary())
     """
     rule = alert_rule(uc)
-    windows = read_windows(spark, platform, uc, rule.sources)
-    alerts = build_alerts(uc.name, windows, rule, now)
-    log.info("alerts %s: %d windows (%d bad), rule %s: %d alerts over the history", uc.name, len(windows),
-             sum(w.bad for w in windows), rule.describe(), len(alerts))
+    alerts = rule_alerts(uc.name, rule, lambda bound: read_windows(spark, platform, uc, rule.sources, since=bound),
+                         None if dry_run else since, uc.drift.window_s, now)
     if dry_run:
         return alerts
     path = monitoring_path(platform, uc, "alerts")
@@ -409,10 +516,87 @@ def evaluate_alerts(
         return []
     topic = uc.topic("alerts")
     publish(platform, topic, new)
-    merge_new_rows(spark, alerts_frame(spark, new, topic), path, keys=["alert_id"])
     for a in new:
-        log.warning("%s", a.summary())
+        subjects = sorted({f"{r.source}:{r.subject}" for r in a.reasons})
+        log.info("ALERT %s published to %s: use case %s, windows %s .. %s, %d of %d bad: %s", a.alert_id, topic,
+                 a.usecase, _iso(a.window_start), _iso(a.window_end), a.bad_windows, a.windows, ", ".join(subjects))
+    merge_new_rows(spark, alerts_frame(spark, new, topic), path, keys=["alert_id"])
     return new
+
+
+class AlertEvaluator:
+    """The rule, evaluated as the stream monitor's windows close.
+
+    One per :func:`driftline.monitoring.start_monitor` call, shared by the window emitters
+    of its sources (events, predictions, performance), whose queries run in parallel
+    threads of one driver. :meth:`windows_closed` runs ``evaluate`` (normally
+    :func:`evaluate_alerts`) under a lock, so two sources closing windows at the same time
+    evaluate one after the other, and the second finds the first's alerts recorded: each
+    alert is published once. Only closures that wrote a table the rule reads
+    (``drift.alert.sources``) evaluate.
+
+    ``evaluate(since)`` gets the earliest ``window_end`` written since the last evaluation
+    that succeeded (a windowed evaluation, see :func:`tail_fire_points`), or None the first
+    time (the whole history: windows a crashed run wrote but never evaluated are covered).
+    An evaluation that fails (the broker is down) is logged and retried, from the same
+    windows, at the next closure; with ``raise_errors`` (the end of a run) it raises.
+
+    Example::
+
+        alerts = AlertEvaluator(uc.name, uc.drift.alert,
+                                lambda since: evaluate_alerts(spark, platform, uc, since=since))
+        alerts.windows_closed([window_end], {"drift": 77})   # [Alert(...)] or []
+    """
+
+    def __init__(self, usecase: str, rule: AlertRule, evaluate: Callable[[datetime | None], Sequence[Alert]]) -> None:
+        if not isinstance(rule, AlertRule):
+            raise TypeError(f"rule: expected AlertRule, got {type(rule).__name__}")
+        self.usecase = usecase
+        self.rule = rule
+        self._evaluate = evaluate
+        self._lock = threading.Lock()
+        self._pending: datetime | None = None  # earliest window_end written and not yet evaluated
+        self._settled = False                  # the whole history was evaluated once
+        self.published: list[Alert] = []       # every alert this evaluator published, oldest first
+        self.evaluations = 0
+
+    def reads(self, tables: Iterable[str]) -> bool:
+        """Whether the rule reads any of these monitoring tables."""
+        return bool(set(tables) & set(self.rule.sources))
+
+    def windows_closed(self, ends: Iterable[datetime], tables: Iterable[str], *, raise_errors: bool = False
+                       ) -> list[Alert]:
+        """Windows ending at ``ends`` were written to ``tables`` (names, or a mapping whose
+        non-zero entries count); evaluate the rule and return the alerts published now."""
+        wrote = [t for t in tables if not isinstance(tables, Mapping) or tables[t]]
+        closed = [_utc(e) for e in ends]
+        if not closed or not self.reads(wrote):
+            return []
+        with self._lock:
+            first = min(closed)
+            self._pending = first if self._pending is None else min(self._pending, first)
+            since = self._pending if self._settled else None
+            try:
+                new = list(self._evaluate(since))
+            except Exception:
+                if raise_errors:
+                    raise
+                log.exception("alerts %s: evaluating the rule failed; retried with the next windows (from %s)",
+                              self.usecase, _iso(self._pending))
+                return []
+            self._pending, self._settled = None, True
+            self.evaluations += 1
+            self.published.extend(new)
+            return new
+
+    def retry(self) -> list[Alert]:
+        """Evaluate again if the last evaluation failed (raising its error this time); for the
+        end of a run that stops by itself. Returns the alerts published now."""
+        with self._lock:
+            pending = self._pending
+        if pending is None:
+            return []
+        return self.windows_closed([pending], self.rule.sources, raise_errors=True)
 
 
 def list_alerts(path: str, limit: int | None = None) -> list[dict[str, Any]]:

@@ -28,6 +28,13 @@ passes its last windows, so :func:`await_all` finishes it with
 final. A later run drops rows of a final window as late (and logs how many), so
 a window is written once, with the counts it had then; flushing again adds nothing.
 
+Alerts: after an emitter writes closed windows (in :meth:`WindowEmitter.process` and
+:meth:`WindowEmitter.flush`), the use case's ``drift.alert`` rule is evaluated by the
+:class:`~driftline.alerts.AlertEvaluator` the sources of one :func:`start_monitor` call
+share (``alerts=False``: not evaluated). Its lock serializes the source threads, so an
+alert is published to ``<uc>.alerts`` once; it reads only the windows near those just
+written (the whole history on its first evaluation), see :mod:`driftline.alerts`.
+
 Output tables (:data:`DRIFT_SCHEMA`, :data:`QUALITY_SCHEMA`, :data:`PERFORMANCE_SCHEMA`):
 ``monitoring/<uc>_drift``, ``monitoring/<uc>_quality``, ``monitoring/<uc>_performance``.
 
@@ -45,8 +52,8 @@ window's features, is at most ``drift.alpha``::
 
 Known limits: events are validated per micro-batch with
 :func:`driftline.quality.classify`, so a duplicate is only caught within its
-batch; a record whose event time cannot be read (not JSON, a broken time) is in
-no window and so in no rate; Wasserstein is computed on the profile's bins (see
+batch; a record whose event time cannot be read (not JSON, a broken time) or lies
+outside 1900–2200 (:data:`EARLIEST_TIME`, :data:`LATEST_TIME`) is in no window and so in no rate; Wasserstein is computed on the profile's bins (see
 :mod:`driftline.drift` for how far that is from the raw-value distance); after a
 change of ``drift.window`` or ``drift.origin`` the windows already written stay as
 they are, and the first new window may overlap the last old one.
@@ -69,6 +76,7 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
 from driftline import catalog, drift
+from driftline.alerts import AlertEvaluator, evaluate_alerts
 from driftline.calibration import threshold_for
 from driftline.catalog import (
     COUNT_SCHEMA,
@@ -247,6 +255,16 @@ class Monitored:
 # --------------------------------------------------------------------------- counting (Spark)
 
 
+# Event times outside these bounds (a millisecond epoch read as seconds lands in the year 55,000)
+# put a record in no window, like a time that cannot be read: they would otherwise open windows
+# no one closes, push the watermark past every real window, and cannot be collected to Python.
+EARLIEST_TIME, LATEST_TIME = dt.datetime(1900, 1, 1), dt.datetime(2200, 1, 1)
+
+
+def _in_time_range(time: Column) -> Column:
+    return time.isNotNull() & (time >= F.lit(EARLIEST_TIME)) & (time < F.lit(LATEST_TIME))
+
+
 def _item(kind: str, feature: str, bucket: Column, value: Column | None = None) -> Column:
     return F.struct(
         F.lit(kind).alias("kind"), F.lit(feature).alias("feature"), bucket.cast("string").alias("bucket"),
@@ -269,7 +287,7 @@ def aggregate_counts(df: DataFrame, time_col: str, items: Sequence[Column], wind
         aggregate_counts(df, "event_time", [_item("input", "volume", F.lit(""))], 60)
     """
     window = _window(F.col(time_col), window_s, offset_us)
-    timed = df.where(F.col(time_col).isNotNull())
+    timed = df.where(_in_time_range(F.col(time_col)))
     exploded = timed.select(
         window.alias("w"),
         F.col(time_col).cast("timestamp").alias("t"),
@@ -303,7 +321,7 @@ def fixed_counts(
     """
     if not cells:
         raise UsageError("cells: expected at least one (kind, feature, bucket, condition)")
-    timed = df.where(F.col(time_col).isNotNull())
+    timed = df.where(_in_time_range(F.col(time_col)))
     wide = timed.groupBy(_window(F.col(time_col), window_s, offset_us).alias("w")).agg(
         F.max(F.col(time_col).cast("timestamp")).alias("newest"),
         *[F.count_if(cond).alias(f"_c{i}") for i, (_, _, _, cond) in enumerate(cells)],
@@ -683,6 +701,7 @@ class WindowEmitter:
     spec: DriftSpec
     source: str
     app_id: str
+    alerts: AlertEvaluator | None = None  # evaluates the alert rule after windows are written
     _ends: set[dt.datetime] = field(default_factory=set, init=False)
     _newest: dt.datetime | None = field(default=None, init=False)
     _final_until: dt.datetime | None = field(default=None, init=False)
@@ -752,7 +771,14 @@ class WindowEmitter:
         delete_rows(self.spark, self.path, (F.col("window_end") <= F.lit(wm)) & (F.col("kind") != F.lit(CLOSED)))
         self._ends -= closing
         log.info("monitor %s batch %d: emitted windows up to %s: %s", self.source, batch_id, wm, written)
+        self._evaluate_alerts(closing, written)
         return written
+
+    def _evaluate_alerts(self, ends: Iterable[dt.datetime], written: Mapping[str, int]) -> None:
+        """The alert rule over the windows just written (see :class:`driftline.alerts.AlertEvaluator`)."""
+        if self.alerts is not None:
+            # collected timestamps are naive local times (pyspark); astimezone reads them so
+            self.alerts.windows_closed([e.astimezone(dt.UTC) for e in ends], written)
 
     def flush(self) -> dict[str, int]:
         """Emit every window still held and make it final: for the end of a run that stops by
@@ -772,12 +798,13 @@ class WindowEmitter:
         if not self._ends:
             return {}
         written = self._emit(None)
-        final_until = max(self._ends)
+        final_until, ends = max(self._ends), set(self._ends)
         marker = (final_until, final_until, CLOSED, "", "", 0, None, None, None, self._newest, -1)
         write_delta(self.spark.createDataFrame([marker], STATE_SCHEMA), self.path, mode="overwrite")
         self._ends, self._final_until = set(), final_until
         log.info("monitor %s: run finished, windows up to %s emitted and final: %s", self.source, final_until,
                  written)
+        self._evaluate_alerts(ends, written)
         return written
 
 
@@ -847,8 +874,14 @@ def start_monitor(
     sources: Sequence[str] = SOURCES,
     starting_offsets: str = "earliest",
     alias: str = "champion",
+    alerts: bool = True,
 ) -> MonitorQueries:
     """Start one streaming query per source and return them (with their window emitters).
+
+    With ``alerts`` (default) the sources share one :class:`~driftline.alerts.AlertEvaluator`:
+    each time a source writes closed windows to a table the rule reads
+    (``drift.alert.sources``), the N-of-M rule is evaluated (serialized by its lock) and
+    new alerts are published to ``<uc>.alerts`` and recorded, once each.
 
     ``events``: ``<uc>.events`` (Kafka) → validation as in jobs/validate → feature
     drift, volume, missing and quarantine rates. ``predictions``: the
@@ -879,8 +912,13 @@ def start_monitor(
     spec = resolve_origin(spark, platform, uc, spec or drift_spec(uc), alias)
     dataset = event_dataset(uc)
 
+    evaluator = None
+    if alerts:
+        evaluator = AlertEvaluator(uc.name, uc.drift.alert,
+                                   lambda since: evaluate_alerts(spark, platform, uc, since=since))
+
     def emitter(source: str) -> WindowEmitter:
-        return WindowEmitter(spark, platform, uc, profile, spec, source, f"monitor:{uc.name}:{source}")
+        return WindowEmitter(spark, platform, uc, profile, spec, source, f"monitor:{uc.name}:{source}", evaluator)
 
     frames: dict[str, tuple[DataFrame, Callable[[DataFrame], DataFrame]]] = {}
     if "events" in sources:
@@ -903,7 +941,7 @@ def start_monitor(
             .trigger(**options)  # type: ignore[call-overload]
         )
         queries.append(writer.start())
-    return MonitorQueries(tuple(queries), emitters, run_to_end)
+    return MonitorQueries(tuple(queries), emitters, run_to_end, evaluator)
 
 
 RUNS_TO_END = ("availableNow", "once")  # triggers that stop by themselves once the input is read
@@ -917,6 +955,7 @@ class MonitorQueries:
     queries: tuple[StreamingQuery, ...]
     emitters: Mapping[str, WindowEmitter]
     run_to_end: bool
+    alerts: AlertEvaluator | None = None  # the alert rule evaluated as windows close (None: not evaluated)
 
     def __iter__(self) -> Iterator[StreamingQuery]:
         return iter(self.queries)
@@ -926,11 +965,15 @@ class MonitorQueries:
 
     def finish(self) -> dict[str, dict[str, int]]:
         """Once every query has stopped by itself without an error: emit and make final the
-        windows each source still holds (:meth:`WindowEmitter.flush`). A query that runs until
-        stopped keeps its open windows for its next run. Returns the rows written per source."""
+        windows each source still holds (:meth:`WindowEmitter.flush`, which evaluates the alert
+        rule over them). A query that runs until stopped keeps its open windows for its next
+        run. Returns the rows written per source."""
         if not self.run_to_end:
             return {}
-        return {source: emitter.flush() for source, emitter in self.emitters.items()}
+        written = {source: emitter.flush() for source, emitter in self.emitters.items()}
+        if self.alerts is not None:
+            self.alerts.retry()  # an evaluation that failed during the run: again, raising its error
+        return written
 
 
 def await_all(queries: Iterable[StreamingQuery]) -> dict[str, dict[str, int]]:

@@ -8,10 +8,13 @@ version becomes champion it records the version it replaced in
 call, as often as there is history. A binary model's decision threshold (fixed, or
 chosen on its validation split) is the version tag ``driftline.decision_threshold``,
 written once at registration and read by batch and streaming scoring
-(:func:`version_threshold`), so a champion and a challenger each decide at their own::
+(:func:`version_threshold`), so a champion and a challenger each decide at their own.
+A gate pass promotes, except under ``delivery.mode: progressive`` (the default) when a
+champion is in place: the challenger then starts in shadow (:func:`start_shadow`) and
+progressive delivery (:mod:`driftline.delivery`) takes it from there::
 
     v = register_version(spark, platform, uc, run_id, threshold=0.27)   # alias challenger
-    decision = gate_and_promote(spark, platform, uc, v, test_df, spec)
+    decision = gate_and_promote(spark, platform, uc, v, test_df, spec)  # .action: promote | shadow_start | ...
     rollback(spark, platform, uc)                               # champion back to the previous one
 """
 
@@ -251,6 +254,14 @@ class GateDecision:
     challenger: float
     champion: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    # what gate_and_promote did: "promote" (champion now), "shadow_start" (passed, in shadow:
+    # delivery.mode progressive with a champion in place), "gate_refused"; "" from gate_decision
+    action: str = ""
+
+    @property
+    def promoted(self) -> bool:
+        """Whether the version became champion (a pass that went to shadow did not)."""
+        return self.action == "promote"
 
     def metrics(self) -> dict[str, float]:
         """The compared metric of both models, plus ``extra`` (binary: each model's threshold,
@@ -348,28 +359,68 @@ def _set_champion(
 
 def gate_and_promote(
     spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, version: int, test_df: DataFrame,
-    spec: ModelSpec, challenger_metrics: dict[str, float],
+    spec: ModelSpec, challenger_metrics: dict[str, float], *, direct: bool | None = None,
 ) -> GateDecision:
-    """Run the gate for ``version`` against the champion on ``test_df``; promote it
-    when it passes, else audit ``gate_refused`` and leave the champion alone.
+    """Run the gate for ``version`` against the champion on ``test_df``. A refusal audits
+    ``gate_refused`` and leaves the champion alone. A pass promotes it, unless the use case's
+    ``delivery.mode`` is ``progressive`` (the default) and a champion is already in place: then
+    the version goes to shadow instead (:func:`start_shadow`: alias ``challenger``, routing
+    ``shadow``, audited ``shadow_start``) and progressive delivery decides on live evidence.
+    ``direct=True`` promotes on a pass whatever the mode (``driftline promote``, the manual
+    override); None follows ``delivery.mode``. ``decision.action`` says which happened.
 
     Example::
 
         decision = gate_and_promote(spark, platform, uc, 3, splits.test, spec, result.metrics)
+        decision.action   # 'shadow_start' (passed, champion unchanged), 'promote' or 'gate_refused'
     """
     decision, champion = evaluate_gate(platform, uc, spec, test_df, challenger_metrics)
     name = model_name(uc)
     _log_gate(client_for(platform), name, version, decision)
-    if decision.passed:
+    progressive = not direct if direct is not None else uc.delivery.mode == "progressive"
+    if decision.passed and progressive and champion is not None and champion != version:
+        decision = dataclasses.replace(decision, action="shadow_start")
+        start_shadow(spark, platform, uc, version, decision)
+    elif decision.passed:
+        decision = dataclasses.replace(decision, action="promote")
         _set_champion(spark, platform, uc, version, action="promote", reason=f"gate passed: {decision.reason}",
                       metrics=decision.metrics())
     else:
+        decision = dataclasses.replace(decision, action="gate_refused")
         client = client_for(platform)
         run_id = client.get_model_version(name, str(version)).run_id
         record_event(spark, audit_path(platform, uc), action="gate_refused", model=name, from_version=champion,
                      to_version=version, reason=decision.reason, metrics=decision.metrics(), run_id=run_id)
     log.info("gate for %s v%d: %s", name, version, decision.reason)
     return decision
+
+
+def start_shadow(
+    spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, version: int, decision: GateDecision
+) -> None:
+    """Put ``version``, which passed the gate, in shadow: alias ``challenger`` (already its
+    alias when it was just registered), routing ``shadow`` for the use case (registered-model
+    tags a running scoring query reads at its next batch; audited ``route``), then audit
+    ``shadow_start`` with the gate's metrics as evidence. The champion is not touched.
+
+    Example::
+
+        start_shadow(spark, platform, uc, 3, decision)   # v3 scored next to the champion, never served
+    """
+    from driftline.scoring import set_routing
+
+    client = client_for(platform)
+    name = model_name(uc)
+    champion = alias_version(client, name, CHAMPION)
+    if alias_version(client, name, CHALLENGER) != version:
+        client.set_registered_model_alias(name, CHALLENGER, str(version))
+    set_routing(spark, platform, uc, "shadow", None)
+    versus = "" if decision.champion is None else f" vs champion {decision.champion:.4g}"
+    reason = (f"gate passed ({decision.metric} {decision.challenger:.4g}{versus}): "
+              "in shadow until delivery has evidence")
+    run_id = client.get_model_version(name, str(version)).run_id
+    record_event(spark, audit_path(platform, uc), action="shadow_start", model=name, from_version=champion,
+                 to_version=version, reason=reason, metrics=decision.metrics(), run_id=run_id)
 
 
 def _log_gate(client: MlflowClient, name: str, version: int, decision: GateDecision) -> None:
@@ -386,7 +437,10 @@ def _log_gate(client: MlflowClient, name: str, version: int, decision: GateDecis
 def rebuild_test_set(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, version: int
                          ) -> tuple[DataFrame, ModelSpec, dict[str, float]]:
     """Rebuild a registered version's test set from its run's lineage (Delta path,
-    version, logged model spec); returns it with that spec and the run's test metrics."""
+    version, logged model spec); returns it with that spec and the run's test metrics.
+    The table version stays readable while the model version is registered
+    (:mod:`driftline.retention`, ``driftline vacuum``); a :class:`RegistryError` says so when
+    it is not."""
     client = client_for(platform)
     mv = client.get_model_version(model_name(uc), str(version))
     if not mv.run_id:
@@ -394,7 +448,14 @@ def rebuild_test_set(spark: SparkSession, platform: PlatformConfig, uc: UseCaseC
     run = client.get_run(mv.run_id)
     params = run.data.params
     spec = ModelSpec.model_validate(mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{SPEC_ARTIFACT}"))
-    df, _ = read_training_table(spark, params["data.path"], int(params["data.version"]))
+    try:
+        df, _ = read_training_table(spark, params["data.path"], int(params["data.version"]))
+        df.schema  # noqa: B018 - resolves the version now: an expired one fails here, with a clear message
+    except Exception as e:  # an expired Delta version, vacuumed files, a moved table
+        raise RegistryError(
+            f"version: the training data of {model_name(uc)} v{version} ({params['data.path']} at Delta version "
+            f"{params['data.version']}) is no longer readable ({str(e).strip().splitlines()[0][:200]}); "
+            "`driftline vacuum` keeps the data of registered versions (see model.retention)") from e
     test = split_dataset(prepare(df, uc, spec), uc, spec.split).test
     metrics = {k[len("test_"):]: v for k, v in run.data.metrics.items() if k.startswith("test_")}
     return test, spec, metrics
@@ -408,7 +469,8 @@ def promote(
 
     Without ``force`` the gate runs first on the version's own test set, rebuilt
     from its lineage; with ``force`` it is skipped (audited as such). Returns the
-    gate decision, or None when forced.
+    gate decision, or None when forced. A pass promotes whatever ``delivery.mode`` says:
+    this is the manual override of progressive delivery.
 
     Example::
 
@@ -429,7 +491,7 @@ def promote(
         _set_champion(spark, platform, uc, version, action="promote", reason=f"{reason} (forced, gate skipped)")
         return None
     test, spec, metrics = rebuild_test_set(spark, platform, uc, version)
-    return gate_and_promote(spark, platform, uc, version, test, spec, metrics)
+    return gate_and_promote(spark, platform, uc, version, test, spec, metrics, direct=True)
 
 
 def rollback(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, reason: str = "manual rollback"

@@ -140,6 +140,9 @@ def test_drift_alert_triggers_retraining_and_a_new_challenger(
     outcome = handled[0].outcome
     assert outcome.ingested == {"events": 300, "labels": 300} and outcome.version == 2
     assert alias_version(client, name, CHALLENGER) == 2
+    # delivery.mode progressive (the default): the gate pass puts v2 in shadow, the champion stays
+    assert (outcome.gate, outcome.promoted) == ("shadow_start", False)
+    assert alias_version(client, name, CHAMPION) == 1
     assert [v["version"] for v in list_versions(platform, uc)] == [2, 1]
     triggers = [e for e in events_as_dicts(spark, platform, uc) if e["action"] == "retrain_triggered"]
     assert [(e["reason"], e["to_version"]) for e in triggers] == [

@@ -15,7 +15,9 @@ Window, lateness, thresholds and the Benjamini-Hochberg level come from the
 --alias). A window is written once the event time passes its end by ``drift.lateness``;
 a replay rewrites the same rows. A run that stops by itself (availableNow, once) then
 writes the windows still open, the last included, and they are final: rows arriving
-for them later are dropped as late.
+for them later are dropped as late. Each time windows are written, the ``drift.alert``
+rule (n bad windows of the last m) is evaluated and a new alert is published once to
+<uc>.alerts and recorded in monitoring/<uc>_alerts (--no-alerts: not evaluated).
 
     ./spark-submit.sh streaming/monitor.py --usecase fraud                        # all there is, then stop
     ./spark-submit.sh streaming/monitor.py --usecase fraud --trigger '30 seconds' # until stopped
@@ -33,6 +35,7 @@ from pathlib import Path
 from driftline.errors import UsageError
 from driftline.jobs import JobContext, entry_point
 from driftline.monitoring import SOURCES, await_all, load_reference_profile, start_monitor
+from driftline.preflight import needs
 from driftline.query_metrics import attach_query_metrics
 
 
@@ -47,6 +50,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="registry alias whose profile is the reference (and whose training data "
                              "drift.origin: training_start means)")
     parser.add_argument("--starting-offsets", default="earliest", help="earliest (default) or latest, for Kafka")
+    parser.add_argument("--no-alerts", action="store_true",
+                        help="do not evaluate the drift.alert rule as windows close (driftline alerts check can)")
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -67,11 +72,16 @@ def _run(ctx: JobContext) -> None:
     listener = attach_query_metrics(ctx.spark, ctx.platform)
     try:
         queries = start_monitor(ctx.spark, ctx.platform, uc, profile, spec=uc.drift, trigger=a.trigger,
-                                sources=a.sources, starting_offsets=a.starting_offsets, alias=a.alias)
+                                sources=a.sources, starting_offsets=a.starting_offsets, alias=a.alias,
+                                alerts=not a.no_alerts)
         await_all(queries)  # availableNow / once: then every window still open is written
     finally:
         listener.close()
     print(f"monitor: {uc.name}: {', '.join(a.sources)} -> monitoring/{uc.name}_drift, _quality, _performance")
 
 
-main = entry_point("monitor", __doc__, run=_run, arguments=_arguments, check=_check)
+def _preflight(ctx: JobContext) -> None:
+    needs(kafka=True, mlflow=not ctx.args.profile)(ctx)
+
+
+main = entry_point("monitor", __doc__, run=_run, arguments=_arguments, check=_check, preflight=_preflight)

@@ -5,11 +5,19 @@ quality gate) as one pipeline, now or on each drift alert.
     ./spark-submit.sh jobs/pipeline.py --usecase fraud --on-alert
     ./spark-submit.sh jobs/pipeline.py --usecase fraud --on-alert --max-alerts 1 --timeout-s 600
 
-``--once`` runs the steps now. ``--on-alert`` consumes ``<uc>.alerts`` (written by
-``driftline alerts check`` / the stream monitor) in the consumer group
+``--once`` runs the steps now. ``--on-alert`` consumes ``<uc>.alerts`` (published by
+the stream monitor as windows close, or by ``driftline alerts check``) in the consumer group
 ``driftline-pipeline-<uc>`` and, for each alert that asks for retraining, runs the
 pipeline and then commits the alert's offset; a crash before the commit means the
-alert is handled again on the next start. Each step is the job of the same name
+alert is handled again on the next start. :func:`run_on_alert` also runs in a thread of
+a long-running process (``driftline run``): a ``stop`` event ends it within one poll,
+and ``on_handled`` hears of each alert handled.
+
+The new version is registered as ``challenger`` and gated against the champion. With
+``delivery.mode: progressive`` (the default) a pass puts it in shadow (routing
+``shadow``, audited ``shadow_start`` with the gate's metrics), and progressive delivery
+decides later whether it becomes champion; with ``delivery.mode: direct``, or when
+there is no champion yet, a pass promotes it at once. Each step is the job of the same name
 (``jobs/<step>.py``), so the pipeline is as idempotent as they are: ingest resumes
 after the offsets bronze holds ("fresh data"), validate and build_features skip
 inputs they have already processed, and training is skipped when the newest
@@ -31,7 +39,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +55,7 @@ from driftline.delta import delta_version
 from driftline.errors import UsageError
 from driftline.jobs import JobContext, entry_point
 from driftline.pipelines import build_features, ingest, train, validate
+from driftline.preflight import needs
 from driftline.registry import CHAMPION, alias_version, audit_path, client_for, model_name, read_events, record_event
 
 log = logging.getLogger("driftline.jobs.pipeline")
@@ -64,6 +75,7 @@ class PipelineOutcome:
     version: int | None = None
     run_id: str | None = None
     promoted: bool | None = None
+    gate: str | None = None  # what the gate did: promote | shadow_start | gate_refused (None: not trained)
     skipped: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
@@ -104,7 +116,7 @@ def run(
     Example::
 
         out = run(spark, platform, load_usecase("fraud"), reason="alert fraud-20240201T0100Z-1a2b")
-        out.version, out.promoted  # (4, False): a new challenger, refused by the gate
+        out.version, out.promoted  # (4, False): a new challenger, refused by the gate or in shadow
     """
     if not reason:
         raise UsageError("reason: expected why the pipeline runs (an alert id or 'manual')")
@@ -139,9 +151,10 @@ def run(
         outcome["skipped"] = skipped
     else:
         out = train.run(spark, platform, usecase)
-        promoted = None if out.gate is None else bool(out.gate.passed)
+        promoted = None if out.gate is None else out.gate.promoted
         step(4, "train", f"version {out.version} ({out.verdict}), data {out.data.path}@v{out.data.version}", s)
         outcome.update(version=out.version, run_id=out.run_id, promoted=promoted,
+                       gate=None if out.gate is None else out.gate.action,
                        metrics=dict(out.metrics))
     result = PipelineOutcome(reason=reason, ingested=dict(ingested), validated=validated, features=dict(features),
                              seconds=time.monotonic() - t0, **outcome)
@@ -203,15 +216,23 @@ def run_on_alert(
     timeout_s: float | None = None,
     force: bool = False,
     poll_s: float = 1.0,
+    stop: threading.Event | None = None,
+    on_handled: Callable[[AlertHandled], None] | None = None,
 ) -> list[AlertHandled]:
     """Consume ``<uc>.alerts`` and run the pipeline for each new alert asking for it;
-    stop after ``max_alerts`` messages (retrained, skipped or invalid) or ``timeout_s``
-    seconds (default: never).
+    stop after ``max_alerts`` messages (retrained, skipped or invalid), ``timeout_s``
+    seconds (default: never) or, from another thread, once ``stop`` is set: within one
+    poll (``poll_s``) when waiting, after the alert being handled otherwise (its offset is
+    committed first). ``on_handled`` is called with each message's :class:`AlertHandled`
+    after its offset was committed (an exception in it is logged, not raised), so a
+    long-running process (``driftline run``) can run this in a thread and follow it.
 
     Example::
 
         handled = run_on_alert(spark, platform, load_usecase("fraud"), max_alerts=1, timeout_s=300)
         handled[0].action, handled[0].outcome.version  # ('retrained', 2)
+        threading.Thread(target=run_on_alert, args=(spark, platform, uc),
+                         kwargs={"stop": stop, "on_handled": print}).start()
     """
     from driftline.kafka.clients import ensure_topics, make_consumer
 
@@ -230,6 +251,9 @@ def run_on_alert(
     handled: list[AlertHandled] = []
     try:
         while max_alerts is None or len(handled) < max_alerts:
+            if stop is not None and stop.is_set():
+                log.info("pipeline %s: stopped after %d alerts", usecase.name, len(handled))
+                break
             if deadline is not None and time.monotonic() >= deadline:
                 log.info("pipeline %s: %.0fs passed, stopping after %d alerts", usecase.name, timeout_s,
                          len(handled))
@@ -245,6 +269,11 @@ def run_on_alert(
                      msg.partition(), msg.offset(), item.action, item.detail)
             consumer.commit(message=msg, asynchronous=False)
             handled.append(item)
+            if on_handled is not None:
+                try:
+                    on_handled(item)
+                except Exception:  # noqa: BLE001 - the caller's callback must not stop the consumer
+                    log.exception("pipeline %s: on_handled failed for alert %s", usecase.name, item.alert_id)
     finally:
         consumer.close()
     return handled
@@ -266,7 +295,7 @@ def _handle(
         return AlertHandled(alert.alert_id, "skipped", why)
     log.info("pipeline %s: %s", usecase.name, alert.summary())
     outcome = run(spark, platform, usecase, reason=alert_reason(alert.alert_id), force=force)
-    detail = outcome.skipped or f"new challenger v{outcome.version}"
+    detail = outcome.skipped or f"new challenger v{outcome.version} ({outcome.gate or 'not gated'})"
     return AlertHandled(alert.alert_id, "retrained", detail, outcome)
 
 
@@ -304,4 +333,5 @@ def _run(ctx: JobContext) -> None:
              sum(h.action == "retrained" for h in handled))
 
 
-main = entry_point("pipeline", __doc__, run=_run, arguments=_arguments, check=_check)
+main = entry_point("pipeline", __doc__, run=_run, arguments=_arguments, check=_check,
+                   preflight=needs(kafka=True, mlflow=True))
