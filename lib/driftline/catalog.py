@@ -201,6 +201,36 @@ QUERY_METRICS_SCHEMA = T.StructType([
     T.StructField("recorded_at", T.TimestampType(), False),
 ])
 
+# One row per model and progressive-delivery evaluation (driftline.delivery): the stage, both
+# models' metric on the same labelled events, the test's outcome and what the step did.
+DELIVERY_SCHEMA = T.StructType([
+    T.StructField("evaluated_at", T.TimestampType(), False),
+    T.StructField("stage", T.StringType(), False),           # shadow | canary
+    T.StructField("share", T.DoubleType(), False),           # canary share (0 in shadow)
+    T.StructField("stage_start", T.TimestampType(), True),
+    T.StructField("model", T.StringType(), False),           # champion | challenger
+    T.StructField("model_version", T.IntegerType(), False),
+    T.StructField("routes", T.StringType(), True),           # the prediction routes its rows came from
+    T.StructField("rows", T.LongType(), False),              # predictions since the stage start
+    T.StructField("null_rate", T.DoubleType(), True),
+    T.StructField("n", T.LongType(), False),                 # labelled events both models scored
+    T.StructField("positives", T.LongType(), True),
+    T.StructField("metric", T.StringType(), False),
+    T.StructField("value", T.DoubleType(), True),            # on every labelled event of the stage
+    T.StructField("test", T.StringType(), False),
+    T.StructField("look", T.IntegerType(), False),
+    T.StructField("test_n", T.LongType(), False),            # events of the look the test used
+    T.StructField("difference", T.DoubleType(), True),       # challenger - champion
+    T.StructField("se", T.DoubleType(), True),
+    T.StructField("bound", T.DoubleType(), True),
+    T.StructField("p_value", T.DoubleType(), True),
+    T.StructField("alpha", T.DoubleType(), False),
+    T.StructField("margin", T.DoubleType(), False),
+    T.StructField("verdict", T.StringType(), True),
+    T.StructField("action", T.StringType(), False),          # hold | advance | promote | retire
+    T.StructField("reason", T.StringType(), False),
+])
+
 QUERY_METRICS_COLUMNS = tuple(QUERY_METRICS_SCHEMA.fieldNames())
 AUDIT_COLUMNS = tuple(AUDIT_SCHEMA.fieldNames())
 
@@ -292,6 +322,9 @@ TABLES: dict[str, Table] = _tables(
       for source in MONITOR_SOURCES),
     Table("alerts", "monitoring", "{uc}_alerts", "alerts raised by the N-of-M rule", ALERTS_SCHEMA,
           ("alert_id",), writer="alerts"),
+    Table("delivery", "monitoring", "{uc}_delivery",
+          "progressive delivery: each evaluation's stage, both models' metric on the same labelled events, "
+          "the test's outcome and the step taken", DELIVERY_SCHEMA, ("evaluated_at", "model"), writer="delivery"),
     Table("queries", "monitoring", "queries", "progress of every streaming query batch", QUERY_METRICS_SCHEMA,
           ("query_id", "run_id", "batch_id"), writer="query_metrics"),
     Table("model_events", "audit", "{uc}_model_events", "registrations, promotions, rollbacks, routes, retrains",

@@ -10,8 +10,10 @@ browser, needs no JavaScript and can be mailed or archived as it is::
 
 Each chart is a ``<figure id="chart-<name>">`` (names in :data:`CHARTS`) with a
 caption; a chart without data is replaced by one line ``<p id="empty-<name>">`` that
-says which table is missing. The pure data shaping (PSI trends, routing steps,
-champion periods, score shares, per-version online metrics, bad windows) is in
+says which table is missing. Below the charts, the champion's model card
+(:mod:`driftline.model_card`: intended use, training data, test metrics per slice, feature
+weights, known limits) as tables, or a ``<p class="note">`` saying why there is none. The pure data shaping (PSI trends, routing steps,
+champion periods, score shares, per-version online metrics, delivery evidence, bad windows) is in
 plain functions here, tested in ``tests/unit/test_html_report.py``.
 """
 
@@ -55,7 +57,8 @@ CHARTS: dict[str, str] = {
 }
 
 ACTION_COLORS = {"register": "tab:gray", "promote": "tab:green", "rollback": "tab:red",
-                 "gate_refused": "tab:orange", "route": "tab:blue", "retrain_triggered": "tab:purple"}
+                 "gate_refused": "tab:orange", "route": "tab:blue", "retrain_triggered": "tab:purple",
+                 "shadow_start": "tab:gray", "ramp": "tab:cyan", "retire": "tab:red"}
 _ROUTING = re.compile(r"->\s*(?P<mode>[a-z_]+)\s*/\s*(?P<share>[0-9.eE+-]+)")
 _ROUTING_BEFORE = re.compile(r"routing\s+(?P<mode>[a-z_]+)\s*/\s*(?P<share>[0-9.eE+-]+)\s*->")
 
@@ -393,6 +396,8 @@ class ReportData:
     registry_note: str = ""
     profile: dict[str, Any] | None = None
     profile_note: str = ""
+    card: dict[str, Any] | None = None  # the champion's model card (driftline.model_card)
+    card_note: str = ""
 
     def get(self, key: str) -> pd.DataFrame | None:
         return self.tables.get(key)
@@ -412,6 +417,7 @@ TABLES: dict[str, tuple[str, str]] = {  # key -> (layer, name template)
     "events": ("audit", "{uc}_model_events"),
     "quarantine_stream": ("quarantine", "{uc}_events_stream"),
     "labels": ("silver", "{uc}_labels"),
+    "delivery": ("monitoring", "{uc}_delivery"),
 }
 
 
@@ -499,6 +505,15 @@ def _load_registry(platform: PlatformConfig, data: ReportData, usecase: str) -> 
             data.profile = load_reference_profile(platform, data.usecase)
     except Exception as e:  # the reference is optional: the chart shows the current scores alone
         data.profile_note = f"the champion's reference profile could not be read ({_first_line(e)})"
+    try:
+        from driftline.model_card import load_model_card
+
+        with _quick_mlflow():
+            data.card = load_model_card(platform, data.usecase)
+        if data.card is None:
+            data.card_note = "the champion was registered without a model card (retrain to get one)"
+    except Exception as e:  # the card is optional, as the profile
+        data.card_note = f"the champion's model card could not be read ({_first_line(e)})"
 
 
 # --------------------------------------------------------------------------- figures
@@ -571,7 +586,8 @@ def plot_route_timeline(events: pd.DataFrame | None, predictions: pd.DataFrame |
         colors = series_colors([_version_label(str(route), version) for (route, version), _ in series])
         for ((route, version), group), color in zip(series, colors, strict=True):
             top.plot(group["time"], group["share"], marker="o", markersize=3, color=color,
-                     linestyle="--" if route == "shadow" else "-", label=f"observed {_version_label(str(route), version)}")
+                     linestyle="--" if route in ("shadow", "control") else "-",
+                     label=f"observed {_version_label(str(route), version)}")
     if events is not None:
         steps = routing_steps(events)
         if len(steps) and end is not None:
@@ -803,7 +819,34 @@ def _timeline_chart(data: ReportData, freq: str) -> Chart:
             "metrics": ev["metrics"].map(lambda m: ", ".join(f"{k}={v:.4g}" for k, v in sorted(_as_dict(m).items()))),
         })
         chart.extra_html = html_table(evidence, "table-model-events")
+    delivery = data.get("delivery")
+    if delivery is not None:
+        chart.extra_html += (f"<p>Progressive delivery: every evaluation of monitoring/{uc.name}_delivery (the last "
+                             f"{DELIVERY_ROWS}), both models on the same labelled events of the stage.</p>"
+                             + html_table(delivery_evidence(delivery).tail(DELIVERY_ROWS), "table-delivery"))
     return chart
+
+
+DELIVERY_ROWS = 50
+
+
+def delivery_evidence(delivery: pd.DataFrame) -> pd.DataFrame:
+    """One row per evaluation of ``monitoring/<uc>_delivery`` (its champion and challenger rows
+    side by side): stage, share, versions, labelled events, both metric values, the test's
+    difference, SE, bound, p-value, verdict and the step taken, oldest first."""
+    keys = ["evaluated_at"]
+    champ = delivery[delivery["model"] == "champion"][[*keys, "model_version", "value"]]
+    chall = delivery[delivery["model"] == "challenger"]
+    both = chall.merge(champ, on=keys, how="left", suffixes=("", "_champion")).sort_values("evaluated_at")
+    return pd.DataFrame({
+        "time (UTC)": both["evaluated_at"], "stage": both["stage"], "share": both["share"],
+        "champion": "v" + both["model_version_champion"].astype("Int64").astype(str),
+        "challenger": "v" + both["model_version"].astype("Int64").astype(str),
+        "labelled": both["n"], "positives": both["positives"], "metric": both["metric"],
+        "champion value": both["value_champion"], "challenger value": both["value"],
+        "test": both["test"], "look": both["look"], "difference": both["difference"], "SE": both["se"],
+        "bound": both["bound"], "p-value": both["p_value"], "verdict": both["verdict"], "action": both["action"],
+    }).reset_index(drop=True)
 
 
 def _versions_chart(data: ReportData) -> Chart:
@@ -927,6 +970,7 @@ nav ul{columns:3;padding-left:18px;margin:4px 0}
 figure{margin:8px 0 0}figure svg{max-width:100%;height:auto}
 figcaption{color:#555;font-size:.9em;margin-top:4px}
 p.empty{color:#8a6d3b;background:#fcf8e3;padding:6px 10px;border-radius:4px}
+p.note{color:#555;background:#f5f5f5;padding:6px 10px;border-radius:4px}
 table{border-collapse:collapse;font-size:.85em;margin:10px 0;width:100%}
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}th{background:#f5f5f5}
 """
@@ -977,12 +1021,51 @@ def _summary(data: ReportData, generated: datetime, platform: PlatformConfig) ->
     return items
 
 
+def model_card_section(data: ReportData) -> str:
+    """The champion's model card (:mod:`driftline.model_card`) as HTML tables: intended use,
+    training data, test metrics overall and per slice, feature weights (the 20 largest) and
+    known limits; or one note (``p.note``, not a missing chart) saying why there is none."""
+    esc = html.escape
+    head = '<section id="section-model-card"><h2>Model card of the champion</h2>'
+    card = data.card
+    if card is None:
+        why = data.card_note or data.profile_note or data.registry_note or "no champion"
+        return f'{head}<p class="note" id="note-model-card">{esc(why)}</p></section>'
+    kind = card["label"]["kind"]
+    from driftline.model_card import CARD_METRICS
+
+    cols = [*CARD_METRICS[kind], "rows", *(("positives",) if kind == "binary" else ())]
+    rows = [{"slice": "overall", **{c: card["metrics"]["overall"].get(c) for c in cols}, "note": ""}]
+    rows += [{"slice": f"{s['column']}={s['value']}", **{c: s.get(c) for c in cols},
+              "note": "too few rows to judge" if s["too_small"] else ""} for s in card["metrics"]["slices"]]
+    data_rows = pd.DataFrame([{"role": t["role"], "table": t.get("path") or t.get("topic") or t.get("file"),
+                               "Delta version": t.get("version"),
+                               "rows": ", ".join(f"{k} {v}" for k, v in (t.get("rows") or {}).items())}
+                              for t in card["training_data"]])
+    weights = card["feature_weights"]
+    threshold = card.get("decision_threshold")
+    return "".join([
+        head,
+        f'<p id="card-title">{esc(card["model"])} v{card["version"]}: {esc(card["estimator"])} for '
+        f'{esc(card["label"]["field"])} ({esc(kind)}), MLflow run {esc(card["run_id"])}, written {esc(card["created"])}'
+        + (f"; decision threshold {threshold:.4g}" if threshold is not None else "") + ".</p>",
+        f'<h3>Intended use</h3><p id="card-intended-use">{esc(card["intended_use"])}</p>',
+        "<h3>Training data</h3>", html_table(data_rows, "table-card-data"),
+        "<h3>Test metrics, overall and per slice</h3>", html_table(pd.DataFrame(rows), "table-card-metrics"),
+        f"<h3>Feature {esc(weights['kind'])}</h3><p>{esc(weights.get('note', ''))}</p>",
+        html_table(pd.DataFrame(weights["values"][:20], columns=["feature", "value"]), "table-card-weights"),
+        '<h3>Known limits</h3><ul id="card-limits">', "".join(f"<li>{esc(x)}</li>" for x in card["limits"]),
+        "</ul></section>",
+    ])
+
+
 def render_html(data: ReportData, charts: Sequence[Chart], platform: PlatformConfig, generated: datetime) -> str:
     """The whole page: summary header, contents, one section per chart."""
     uc = data.usecase.name
     esc = html.escape
     summary = "".join(f'<dt>{esc(k)}</dt><dd>{esc(v)}</dd>' for k, v in _summary(data, generated, platform))
     nav = "".join(f'<li><a href="#section-{c.name}">{esc(CHARTS[c.name])}</a></li>' for c in charts)
+    nav += '<li><a href="#section-model-card">Model card of the champion</a></li>'
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -998,6 +1081,7 @@ def render_html(data: ReportData, charts: Sequence[Chart], platform: PlatformCon
         else:
             parts.append(f'<p class="empty" id="empty-{c.name}">{esc(c.empty or "no data yet")}</p>')
         parts.append(c.extra_html + "</section>")
+    parts.append(model_card_section(data))
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
 

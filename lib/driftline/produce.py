@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -150,12 +151,14 @@ def produce_stream(
     flush_labels: bool = False,
     flush_timeout_s: float = 120.0,
     progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
 ) -> ProduceResult:
     """Publish ``gen``'s events (and labels, when ``labels_topic`` is set) through ``producer``.
 
     ``rate`` is events per wall-clock second (0: as fast as possible). The run stops
     after ``max_events`` events or ``duration_s`` wall seconds, whichever comes first
-    (at least one is required). The producer should be made with
+    (at least one is required), or once ``stop`` is set (then it still flushes what it
+    sent, so the result counts every acknowledgement). The producer should be made with
     ``delivery_report_only_error=True``: acknowledgements are then counted as sent
     minus failures after the final flush, which keeps per-message callbacks off the
     fast path.
@@ -224,7 +227,7 @@ def produce_stream(
     deadline = t0 + duration_s if duration_s is not None else math.inf
     while max_events is None or sent < max_events:
         now = time.monotonic()
-        if now >= deadline:
+        if now >= deadline or (stop is not None and stop.is_set()):
             break
         if chunk is None or pos >= len(chunk):
             chunk = gen.next_chunk()
@@ -284,6 +287,7 @@ def produce_usecase(
     start: str | datetime | None = None,
     progress: ProgressFn | None = None,
     flush_timeout_s: float = 120.0,
+    stop: threading.Event | None = None,
 ) -> ProduceResult:
     """Create ``<uc>.events`` (and ``<uc>.labels``) if missing and publish a simulated stream.
 
@@ -327,5 +331,5 @@ def produce_usecase(
         events_topic=usecase.topic("events"),
         labels_topic=usecase.topic("labels") if labels else None,
         rate=rate, max_events=max_events, duration_s=duration_s,
-        flush_labels=flush_labels, flush_timeout_s=flush_timeout_s, progress=progress,
+        flush_labels=flush_labels, flush_timeout_s=flush_timeout_s, progress=progress, stop=stop,
     )

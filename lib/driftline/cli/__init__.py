@@ -4,17 +4,19 @@
     driftline topics create --usecase fraud   create a use case's topics
     driftline demo                            the end-to-end smoke path
     driftline simulate history | produce      simulated events to files or Kafka
-    driftline models | promote | rollback | route
+    driftline models | promote | rollback | route | deliver
                                               the model registry
+    driftline models card | vacuum            a version's model card; VACUUM keeping registered data
     driftline queries | alerts check | list   query metrics and drift alerts
     driftline report --usecase fraud          one self-contained HTML report of a use case
+    driftline run --usecase fraud             the closed loop: score, monitor, retrain, deliver
     driftline usecase check | init            check a use case, or draft one from samples
 
 Global options come before the command: ``--conf`` picks another platform.yaml,
 ``--set key=value`` overrides any configuration key (repeatable).
 
 One module per group of commands (:mod:`.kafka`, :mod:`.demo`, :mod:`.simulate`,
-:mod:`.models`, :mod:`.monitoring`, :mod:`.usecase`, :mod:`.report`); each takes :class:`~driftline.cli.context.Context`
+:mod:`.models`, :mod:`.monitoring`, :mod:`.usecase`, :mod:`.report`, :mod:`.loop`); each takes :class:`~driftline.cli.context.Context`
 from :mod:`.context` and exposes ``COMMANDS``, which this module adds to :func:`main`.
 """
 
@@ -24,7 +26,7 @@ import logging
 
 import click
 
-from driftline.cli import demo, kafka, models, monitoring, report, simulate, usecase
+from driftline.cli import demo, kafka, loop, models, monitoring, report, simulate, usecase
 from driftline.cli.context import Context, DriftlineGroup
 
 __all__ = ["main"]
@@ -47,5 +49,5 @@ def main(ctx: click.Context, conf: str | None, overrides: tuple[str, ...], verbo
 
 
 for _command in (*kafka.COMMANDS, demo.demo, *simulate.COMMANDS, *models.COMMANDS, *monitoring.COMMANDS,
-                 *usecase.COMMANDS, *report.COMMANDS):
+                 *usecase.COMMANDS, *report.COMMANDS, *loop.COMMANDS):
     main.add_command(_command)

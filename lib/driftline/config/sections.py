@@ -196,6 +196,45 @@ class PcaSpec(Strict):
     k: int = Field(ge=1)
 
 
+class CardSpec(Strict):
+    """``model.card``: what the model card written at registration says beyond the numbers
+    (see :mod:`driftline.model_card`). ``slices``: categorical features whose values each get
+    the test metrics of their rows; a slice with fewer than ``min_slice_rows`` rows (binary:
+    or fewer than ``min_positives`` positives) is marked as too small. ``limits``: known
+    limits in words, listed with the automatic ones (e.g. fewer than ``min_positives`` test
+    positives)."""
+
+    intended_use: str | None = None
+    slices: list[str] = Field(default_factory=list)
+    min_slice_rows: int = Field(100, ge=1)
+    min_positives: int = Field(50, ge=1)
+    limits: list[str] = Field(default_factory=list)
+
+
+class RetentionSpec(Strict):
+    """``model.retention``: how long the training table keeps old versions (Delta's
+    ``delta.logRetentionDuration`` and ``delta.deletedFileRetentionDuration``; durations like
+    ``30d``, ``12h``). These are floors: ``driftline vacuum`` (and each training run, when
+    the margin runs low) sets both to the age of the oldest table version a registered model
+    version was trained on plus the floor, so every registered version's data stays readable
+    (see :mod:`driftline.retention`)."""
+
+    log: str = "30d"
+    deleted_files: str = "7d"
+
+    @field_validator("log", "deleted_files")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        try:
+            parse_duration(v)
+        except ValueError as e:
+            raise ValueError(f"expected a duration such as 7d, 12h or 0s, got {v!r}") from e
+        return v
+
+    def seconds(self, which: Literal["log", "deleted_files"]) -> int:
+        return int(math.ceil(parse_duration(getattr(self, which))))
+
+
 THRESHOLD_RULES = {"max_f1": None, "recall_at_precision": "precision", "precision_at_recall": "recall"}
 
 
@@ -256,6 +295,12 @@ class ModelSpec(Strict):
     search: SearchSpec = SearchSpec()
     gate: GateSpec = GateSpec()
     profile: ProfileSpec = ProfileSpec()
+    card: CardSpec = CardSpec()
+    retention: RetentionSpec = RetentionSpec()
+    # training rows are hash-partitioned by event id into this many partitions (sorted within),
+    # so the same data gives the same model on any cluster; Spark adds the partial sums of 3 or
+    # more partitions in the order their tasks finish, so only 1 or 2 give bit-identical models
+    train_partitions: int = Field(2, ge=1)
 
     @model_validator(mode="after")
     def _features(self) -> ModelSpec:
@@ -267,6 +312,10 @@ class ModelSpec(Strict):
         known = sorted({*CLASSIFIER_NAMES, *REGRESSOR_NAMES})
         if self.estimator not in known:
             raise ValueError(f"estimator: got {self.estimator!r}, expected one of {known}")
+        odd = [c for c in self.card.slices if c not in self.categorical]
+        if odd:
+            raise ValueError(f"card.slices: {odd} are not categorical features of the model; expected some of "
+                             f"{self.categorical}")
         return self
 
     @field_validator("class_weight")

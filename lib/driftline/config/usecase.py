@@ -168,7 +168,9 @@ def usecase_path(name_or_path: str | Path, conf_dir: str | Path | None = None) -
     path = usecases / f"{name_or_path}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in usecases.glob("*.yaml"))
-        raise ConfigError(f"usecase: {str(name_or_path)!r} is not defined: expected one of {known}")
+        raise ConfigError(f"usecase: {str(name_or_path)!r} is not defined: expected one of {known} "
+                          f"(conf/usecases/<name>.yaml), or a path to a use case YAML; "
+                          f"`driftline usecase init` drafts one from sample records")
     return path
 
 

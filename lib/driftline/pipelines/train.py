@@ -8,14 +8,20 @@ as challenger and run the quality gate.
 Reads ``gold/<uc>_features_offline`` pinned at a Delta version (default: the
 latest, recorded in the run), splits it per ``model.split``, searches
 ``model.search`` with pyspark.ml.tuning, evaluates on the held-out test set and
-logs params, lineage, search results, metrics, ``reference_profile.json`` and the
-Spark model. Binary labels: ``model.class_weight`` weights the training rows, and a
-``model.threshold`` rule picks the decision threshold on the validation split; the
-test metrics (precision, recall, F1) are at that threshold, which is logged
+logs params, lineage, search results, metrics, ``reference_profile.json``, the
+training and test rows as MLflow dataset inputs (the Delta path at its version), the
+JVM artefacts and the Spark model with its pinned Python requirements. Binary labels:
+``model.class_weight`` weights the training rows, and a ``model.threshold`` rule
+picks the decision threshold on the validation split; the test metrics (precision, recall, F1) are at that threshold, which is logged
 (``decision_threshold``) and tagged on the registered version. The model is
-registered as ``<uc>-model`` with alias ``challenger``; the gate re-scores the
+registered as ``<uc>-model`` with alias ``challenger``, its model card
+(``model_card.md``/``.json``, :mod:`driftline.model_card`) is written into the run,
+and the training table's retention is extended when needed so the version's data stays
+readable (:mod:`driftline.retention`); the gate re-scores the
 champion on the same test set at the champion's own threshold and promotes the
-challenger only if it is at least as good (``model.gate``).
+challenger only if it is at least as good (``model.gate``); with ``delivery.mode:
+progressive`` (the default) and a champion in place, a pass puts it in shadow instead
+(:func:`driftline.registry.start_shadow`).
 Every registry change is audited in ``audit/<uc>_model_events``.
 
 Exit codes: 0 trained (whether or not the gate promoted), 2 bad arguments,
@@ -36,8 +42,11 @@ from driftline import catalog
 from driftline.calibration import calibrate_profile, calibration_plan
 from driftline.config import PlatformConfig, UseCaseConfig
 from driftline.jobs import JobContext, entry_point
+from driftline.model_card import build_model_card, log_model_card
+from driftline.preflight import needs
 from driftline.profile import build_reference_profile
-from driftline.registry import GateDecision, gate_and_promote, register_version
+from driftline.registry import GateDecision, gate_and_promote, model_name, register_version
+from driftline.retention import keep_training_data
 from driftline.tracking import DataRef, configure_mlflow, experiment_for, log_training_run
 from driftline.training import (
     check_columns,
@@ -66,7 +75,11 @@ class TrainOutcome:
 
     @property
     def verdict(self) -> str:
-        return "not gated" if self.gate is None else ("promoted to champion" if self.gate.passed else "gate refused")
+        if self.gate is None:
+            return "not gated"
+        if self.gate.passed:
+            return "promoted to champion" if self.gate.promoted else "gate passed, in shadow"
+        return "gate refused"
 
 
 def features_table(platform: PlatformConfig, usecase: UseCaseConfig) -> str:
@@ -115,10 +128,17 @@ def run(
         with mlflow.start_run(experiment_id=experiment_for(platform, usecase),
                               run_name=run_name or f"{usecase.name}-{spec.estimator}") as active:
             log_training_run(result, spec=spec, uc=usecase, platform=platform, data=data,
-                             spark_version=spark.version, profile=profile, input_example=example)
+                             spark_version=spark.version, profile=profile, input_example=example,
+                             datasets={"training": splits.tagged.where("_dl_split < 2").drop("_dl_split"),
+                                       "testing": splits.test})
             run_id = active.info.run_id
         model_version = register_version(spark, platform, usecase, run_id, metrics=result.metrics,
                                          threshold=result.threshold)
+        card = build_model_card(spark, uc=usecase, spec=spec, result=result, test=splits.test, data_path=path,
+                                data_version=version, version=model_version, run_id=run_id,
+                                model_name=model_name(usecase))
+        log_model_card(platform, run_id, card)
+        keep_training_data(spark, platform, usecase)  # the registered version's data stays readable
         decision = None
         if gate:
             decision = gate_and_promote(spark, platform, usecase, model_version, splits.test, spec, result.metrics)
@@ -146,4 +166,5 @@ def _run(ctx: JobContext) -> None:
              out.verdict, out.data.path, out.data.version, out.metrics)
 
 
-main = entry_point("train", __doc__, run=_run, arguments=_arguments, check=_check)
+main = entry_point("train", __doc__, run=_run, arguments=_arguments, check=_check,
+                   preflight=needs(mlflow=True))
