@@ -8,13 +8,14 @@ STAMP  := $(VENV)/.driftline-installed
 JARS   := .driftline/jars/spark.stamp .driftline/jars/kafka.stamp .driftline/jars/object-store.stamp
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: help setup demo test lint unit loop reliability cluster bench broker-start broker-stop clean
+.PHONY: help setup demo demo-test test lint unit loop reliability cluster bench broker-start broker-stop clean
 
 help:
 	@echo "make demo    set up (venv, JVM jars) and run the end-to-end demo on the embedded defaults"
 	@echo "make test    set up and run lint, type checks and the whole test suite"
 	@echo "make loop    run the closed-loop suite: monitor alerts, retraining, shadow, canary, promotion, rollback"
 	@echo "make reliability run the fault battery: poison records, lost commits, replays, bad configuration"
+	@echo "make demo-test run make demo's test: every phase shown, the summary equal to the tables"
 	@echo "make cluster run the slower scale-out suite: a Spark standalone cluster, an S3-compatible lake"
 	@echo "make setup   only set up (idempotent; offline after the first run)"
 	@echo "make bench   run the benchmarks (see benchmarks/RESULTS.md)"
@@ -56,6 +57,11 @@ loop: setup
 # bad configuration run as a user would; run by .ci/run before make cluster
 reliability: setup
 	$(BIN)/pytest -q tests/reliability
+
+# `driftline demo` end to end with its summary checked against the tables (tests/demo); not in
+# .ci/run yet: on 2 cores the live demo does not yet finish within its 10-minute goal
+demo-test: setup
+	$(BIN)/pytest -q tests/demo
 
 # the scale-out suite (tests/cluster): slower than `make test`, run by .ci/run after it
 cluster: setup
