@@ -39,6 +39,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -55,6 +56,7 @@ log = logging.getLogger("driftline.loop")
 
 EXIT_TIMEOUT = 4
 SETTLED = ("promote", "retire")
+RATE_WINDOW_S = 30.0
 
 
 @dataclass
@@ -103,7 +105,7 @@ class Loop:
         self.retrainer: threading.Thread | None = None
         self._lock = threading.Lock()
         self._monitored_champion: int | None = None
-        self._last_rows: tuple[float, int] = (time.monotonic(), 0)
+        self._rows_seen: deque[tuple[float, int]] = deque()  # (time, rows read) over the last RATE_WINDOW_S
         self._last_batch_id, self._rows_read = -1, 0
 
     # ------------------------------------------------------------------ parts
@@ -187,12 +189,16 @@ class Loop:
             s.champion, s.challenger = champion, challenger
             s.routing = routing.mode if routing.mode != "canary" else f"canary {routing.share:.0%}"
             s.alerts = [{k: a.get(k) for k in ("alert_id", "window_end", "reasons")} for a in alerts]
-            t0, r0 = self._last_rows
             s.score_ready = s.score_ready or (self.score is not None and self.score.lastProgress is not None)
             if rows is not None:
-                s.rows_per_s = (rows - r0) / max(now - t0, 1e-6) if rows >= r0 else 0.0
+                # rows/s over the last RATE_WINDOW_S: micro-batches arrive every few seconds, a
+                # rate between two ticks would mostly read 0
+                self._rows_seen.append((now, rows))
+                while len(self._rows_seen) > 1 and now - self._rows_seen[0][0] > RATE_WINDOW_S:
+                    self._rows_seen.popleft()
+                t0, r0 = self._rows_seen[0]
+                s.rows_per_s = (rows - r0) / (now - t0) if now > t0 else 0.0
                 s.scored_rows = rows
-                self._last_rows = (now, rows)
 
     def _progress_rows(self) -> int | None:
         """Events the scoring query has read so far, from its progress reports (each batch once)."""
