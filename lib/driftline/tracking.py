@@ -177,12 +177,17 @@ def log_environment() -> list[str]:
 def log_datasets(datasets: Mapping[str, Any], *, data: DataRef, uc: UseCaseConfig) -> None:
     """Log each Spark frame of ``datasets`` (context -> frame: ``training``, ``testing``) as an
     MLflow dataset input of the active run, its source the Delta table ``data`` at its version."""
-    from mlflow.data.spark_dataset import from_spark
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.spark_dataset import SparkDataset
 
+    # The source is built here, not by mlflow.data.from_spark: that one decides whether the path
+    # is a Delta table by listing it on the local filesystem, so an s3a:// (or hdfs://) lake
+    # failed the training run. The table was just read as Delta at this version. The version goes
+    # in as text, as from_spark passes it: MLflow drops a falsy version, and version 0 is falsy.
+    source = DeltaDatasetSource(path=data.path, delta_table_version=str(data.version))  # type: ignore[arg-type]
     table = Path(data.path.rstrip("/")).name
     for context, frame in datasets.items():
-        ds = from_spark(frame, path=data.path, version=str(data.version), targets=uc.label.field,
-                        name=f"{table}@v{data.version}/{context}")
+        ds = SparkDataset(frame, source=source, targets=uc.label.field, name=f"{table}@v{data.version}/{context}")
         mlflow.log_input(ds, context=context)
 
 
