@@ -113,3 +113,11 @@ def mlflow_platform(
     yield PlatformConfig.model_validate(data)
     unknown = uncatalogued_tables(tmp_path / "lake")
     assert not unknown, f"tables written outside the catalog (driftline.catalog.TABLES): {unknown}"
+
+
+@pytest.fixture()
+def broker_platform(mlflow_platform: PlatformConfig, broker: EmbeddedBroker) -> PlatformConfig:
+    """``mlflow_platform`` (a fresh lake, its own MLflow store) on the session's broker."""
+    data = mlflow_platform.model_dump(mode="json")
+    data["kafka"]["bootstrap_servers"] = broker.bootstrap
+    return PlatformConfig.model_validate(data)

@@ -22,7 +22,6 @@ from pyspark.sql import SparkSession
 
 from driftline.alerts import evaluate_alerts, monitoring_path, read_windows
 from driftline.config import PlatformConfig, UseCaseConfig, load_usecase
-from driftline.kafka.broker import EmbeddedBroker
 from driftline.kafka.clients import make_consumer, make_producer
 from driftline.kafka.spark import kafka_watermarks
 from driftline.pipelines import retrain as pipeline
@@ -36,14 +35,6 @@ SMALL_MODEL: dict[str, Any] = {
     "gate": {"metric": "roc_auc", "tolerance": 0.5, "min": None},
 }
 W0 = datetime(2024, 2, 1, tzinfo=UTC)
-
-
-@pytest.fixture()
-def ct_platform(mlflow_platform: PlatformConfig, broker: EmbeddedBroker) -> PlatformConfig:
-    """A fresh lake, its own MLflow store and the session's broker."""
-    data = mlflow_platform.model_dump(mode="json")
-    data["kafka"]["bootstrap_servers"] = broker.bootstrap
-    return PlatformConfig.model_validate(data)
 
 
 def small_fraud() -> UseCaseConfig:
@@ -88,9 +79,9 @@ def read_topic(platform: PlatformConfig, topic: str, expected: int, timeout_s: f
 
 
 def test_drift_alert_triggers_retraining_and_a_new_challenger(
-    spark: SparkSession, ct_platform: PlatformConfig, tmp_path: Path
+    spark: SparkSession, broker_platform: PlatformConfig, tmp_path: Path
 ) -> None:
-    platform, uc = ct_platform, small_fraud()
+    platform, uc = broker_platform, small_fraud()
     name = model_name(uc)
     client = MlflowClient(platform.mlflow.tracking_uri, registry_uri=platform.mlflow.tracking_uri)
 

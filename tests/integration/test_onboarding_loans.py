@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
@@ -70,17 +69,10 @@ def delta(path: str) -> pd.DataFrame:
     return DeltaTable(path).to_pandas()
 
 
-@pytest.fixture()
-def loans_platform(mlflow_platform: PlatformConfig, broker: EmbeddedBroker) -> PlatformConfig:
-    data = mlflow_platform.model_dump(mode="json")
-    data["kafka"]["bootstrap_servers"] = broker.bootstrap
-    return PlatformConfig.model_validate(data)
-
-
 def test_a_new_use_case_from_yaml_alone_end_to_end(
-    spark: SparkSession, loans_platform: PlatformConfig, broker: EmbeddedBroker, tmp_path: Path
+    spark: SparkSession, broker_platform: PlatformConfig, broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    platform = loans_platform
+    platform = broker_platform
     uc: UseCaseConfig = load_usecase(EXAMPLE / "loans.yaml").replace(name=f"loans_{uuid.uuid4().hex[:6]}")
     events, labels = make_data(N)
     ensure_topics(platform.kafka, [uc.topic("events"), uc.topic("labels")], partitions=2)

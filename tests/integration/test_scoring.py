@@ -55,24 +55,12 @@ from driftline.scoring import (
 from driftline.simulate import encode_json_lines, make_generator
 from driftline.tracking import MODEL_ARTIFACT, pip_requirements
 from driftline.training import build_pipeline, model_spec
+from support import gold_frame
 
 FRAUD = load_usecase("fraud")
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-def _gold_frame(spark: SparkSession, n: int, seed: int) -> DataFrame:
-    """Rows with every model feature of the fraud use case; the label follows ``amount``."""
-    spec = model_spec(FRAUD)
-    rng = np.random.default_rng(seed)
-    data: dict[str, Any] = {c: rng.gamma(2.0, 2.0, n) for c in spec.numeric}
-    data["amount"] = rng.gamma(2.0, 40.0, n)
-    for c in spec.categorical:
-        allowed = FRAUD.field(c).allowed or ["x"]
-        data[c] = rng.choice([str(a) for a in allowed], n)
-    data[FRAUD.label.field] = (rng.uniform(size=n) < 1 / (1 + np.exp(-(data["amount"] - 80) / 20))).astype(float)
-    return spark.createDataFrame(pd.DataFrame(data))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +70,7 @@ def runs(spark: SparkSession, base_platform: PlatformConfig) -> dict[str, str]:
     out = {}
     for tag, seed, reg in (("a", 1, 0.0), ("b", 2, 0.5)):
         spec = model_spec(FRAUD).model_copy(update={"estimator_params": {"maxIter": 10, "regParam": reg}})
-        model = build_pipeline(spec, FRAUD.label.field, seed=seed).fit(_gold_frame(spark, 400, seed))
+        model = build_pipeline(spec, FRAUD.label.field, seed=seed).fit(gold_frame(spark, 400, seed))
         with mlflow.start_run(run_name=f"scoring-test-{tag}") as run:
             mlflow.spark.log_model(model, artifact_path=MODEL_ARTIFACT, pip_requirements=pip_requirements())
         out[tag] = run.info.run_id
@@ -491,7 +479,7 @@ def test_batch_and_streaming_scoring_decide_alike_at_each_versions_threshold(
     promote(spark, platform, uc, 1, force=True)
     assert register_version(spark, platform, uc, runs["b"], threshold=0.7) == 2
     source = catalog.path(platform, "features_offline", uc)
-    _gold_frame(spark, 300, 12).select(
+    gold_frame(spark, 300, 12).select(
         "*", F.concat(F.lit("e"), F.monotonically_increasing_id().cast("string")).alias(uc.event_id),
         F.lit("c1").alias(uc.entity_key), F.lit("2024-02-01 00:00:00").cast("timestamp").alias(uc.event_time),
     ).write.format("delta").save(source)

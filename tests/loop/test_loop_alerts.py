@@ -17,14 +17,12 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from deltalake import DeltaTable
 from mlflow import MlflowClient
 from pyspark.sql import SparkSession
 
 from driftline.alerts import monitoring_path
 from driftline.config import PlatformConfig, UseCaseConfig, load_usecase
-from driftline.kafka.broker import EmbeddedBroker
 from driftline.kafka.clients import make_consumer
 from driftline.kafka.spark import kafka_watermarks
 from driftline.monitoring import await_all, load_reference_profile, start_monitor
@@ -52,14 +50,6 @@ T0 = datetime(2024, 2, 1, tzinfo=UTC)
 
 def minute(m: float) -> datetime:
     return T0 + timedelta(minutes=m)
-
-
-@pytest.fixture()
-def loop_platform(mlflow_platform: PlatformConfig, broker: EmbeddedBroker) -> PlatformConfig:
-    """A fresh lake, its own MLflow store and the session's broker."""
-    data = mlflow_platform.model_dump(mode="json")
-    data["kafka"]["bootstrap_servers"] = broker.bootstrap
-    return PlatformConfig.model_validate(data)
 
 
 def loop_fraud() -> UseCaseConfig:
@@ -96,8 +86,8 @@ def read_topic(platform: PlatformConfig, topic: str, timeout_s: float = 20.0) ->
     return messages
 
 
-def test_monitor_alert_retrains_into_shadow(spark: SparkSession, loop_platform: PlatformConfig) -> None:
-    platform, uc = loop_platform, loop_fraud()
+def test_monitor_alert_retrains_into_shadow(spark: SparkSession, broker_platform: PlatformConfig) -> None:
+    platform, uc = broker_platform, loop_fraud()
     name = model_name(uc)
     client = MlflowClient(platform.mlflow.tracking_uri, registry_uri=platform.mlflow.tracking_uri)
     alerts_topic = uc.topic("alerts")

@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import pandas as pd
 import yaml
 from deltalake import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
 from driftline.config import PROJECT_ROOT, PlatformConfig, UseCaseConfig, load_usecase
 from driftline.registry import promote, register_version
-from driftline.training import model_spec
+from support import gold_frame  # noqa: F401 - re-exported for the battery's tests
 
 FRAUD = load_usecase("fraud")
 SCRIPT = PROJECT_ROOT / "spark-submit.sh"
@@ -35,19 +34,6 @@ def small_usecase(**updates: Any) -> UseCaseConfig:
     streaming = {"trigger": "availableNow", "max_offsets_per_trigger": 150, **updates.pop("streaming", {})}
     routing = updates.pop("routing", {"mode": "champion"})
     return FRAUD.replace(name=name, simulator=sim, streaming=streaming, routing=routing, **updates)
-
-
-def gold_frame(spark: SparkSession, n: int, seed: int) -> DataFrame:
-    """Rows with every model feature of the fraud use case; the label follows ``amount``."""
-    spec = model_spec(FRAUD)
-    rng = np.random.default_rng(seed)
-    data: dict[str, Any] = {c: rng.gamma(2.0, 2.0, n) for c in spec.numeric}
-    data["amount"] = rng.gamma(2.0, 40.0, n)
-    for c in spec.categorical:
-        allowed = FRAUD.field(c).allowed or ["x"]
-        data[c] = rng.choice([str(a) for a in allowed], n)
-    data[FRAUD.label.field] = (rng.uniform(size=n) < 1 / (1 + np.exp(-(data["amount"] - 80) / 20))).astype(float)
-    return spark.createDataFrame(pd.DataFrame(data))
 
 
 def register_champion(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, run_id: str) -> None:
