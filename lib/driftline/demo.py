@@ -192,7 +192,7 @@ DRIFT_SCENARIOS = {
     "card_transactions": ("covariate_shift@2h:country=NG,share=0.3", "concept_drift@2h"),
     "delivery_orders": ("covariate_shift@2h:factor=1.5", "concept_drift@2h:factor=2"),
 }
-LIVE_RATE = 100.0      # live events per wall second
+LIVE_RATE = 200.0      # live events per wall second: at the history's arrival rate, event time runs 360x real time
 HISTORY_HOURS = 24     # 24 h of history: at the fraud rate (2,000/h, 1% fraud) ~70 frauds in the test split
 LIVE_TIMEOUT_S = 480   # the live phase stops after this long even when the challenger has not settled
 
@@ -204,7 +204,10 @@ def demo_usecase(usecase: str, where: Path) -> tuple[Path, dict[str, Any]]:
     The shipped drift window (1 minute, 500 rows at least) suits a production stream; the
     simulator's history rate (``simulator.events_per_hour``) fills such a window only once
     every 15 minutes of event time, so the demo's window holds about 1,000 events. Delivery
-    evaluates every 10 s instead of 30 s and needs a few hundred labels per stage.
+    evaluates every 10 s instead of 30 s and needs a few hundred labels per stage. The
+    hyper-parameter search keeps its method and validation but tries 2 candidates (a grid:
+    the first two values of its first parameter, the first of the others; random: n = 2):
+    a retrain runs beside four streaming queries on the same two cores.
     """
     import yaml
 
@@ -217,10 +220,23 @@ def demo_usecase(usecase: str, where: Path) -> tuple[Path, dict[str, Any]]:
         "streaming": {"starting_offsets": "latest"},
         "delivery": {"interval": "10s", "min_labels": 300, "min_positives": 10},
     }
+    search = uc.model.search if uc.model is not None else None
+    if search is None:
+        pass
+    elif search.method == "random" and search.n > 2:
+        changed["model"] = {"search": {"n": 2}}
+    elif search.method == "grid" and search.params:
+        grid = {k: (v[:2] if i == 0 else v[:1]) for i, (k, v) in enumerate(search.params.items())
+                if isinstance(v, list)}
+        if grid != search.params:
+            changed["model"] = {"search": {"params": grid}}
     data = yaml.safe_load(usecase_path(usecase).read_text())
     for section, values in changed.items():
         merged = dict(data.get(section) or {})
-        merged.update(values)
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                value = {**merged[key], **value}  # model.search: keep method, validation, metric
+            merged[key] = value
         data[section] = merged
     where.mkdir(parents=True, exist_ok=True)
     path = where / f"{uc.name}.yaml"
@@ -335,7 +351,7 @@ def run_demo(
     history = events or int(HISTORY_HOURS * per_hour)
     start = pd.Timestamp(sim.get("start", "2024-01-01T00:00:00Z"))
     live_start = start + pd.Timedelta(hours=history / per_hour)
-    speedup = LIVE_RATE / (per_hour / 3600.0)
+    speedup = LIVE_RATE / (per_hour / 3600.0)  # the live stream keeps the history's events per hour
     scenarios = DRIFT_SCENARIOS.get(str(sim.get("generator")), ())
     t_start = time.monotonic()
     echo(f"driftline demo: use case {uc.name} (demo settings {json.dumps(changed)}; copy at {uc_path})")
