@@ -26,7 +26,9 @@ from driftline.errors import SetupError
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
-REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key|account[.]key"
+# Spark's default redaction (secret, password, token, access keys), ADLS account keys and JAAS
+# settings (``kafka.sasl.jaas.config`` holds the SASL login); matched against keys and values
+REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key|account[.]key|jaas"
 
 
 # Optional jar directories under jars_dir, added when bin/fetch-jars has filled them:
@@ -80,7 +82,7 @@ def configure_builder(
         # so a micro-batch uploads only what changed; a query keeps the provider it started with
         .config("spark.sql.streaming.stateStore.providerClass", ROCKSDB_PROVIDER)
         .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
-        # Spark's default redaction, plus ADLS account keys (fs.azure.account.key.<account>...)
+        # Spark's default redaction, plus ADLS account keys (fs.azure.account.key.<account>...) and JAAS settings
         .config("spark.redaction.regex", REDACTION_REGEX)
     )
     if testing:

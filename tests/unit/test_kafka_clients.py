@@ -36,6 +36,9 @@ def test_ssl_ca_maps_to_ssl_cafile() -> None:
     assert opts["security_protocol"] == "SSL" and opts["ssl_cafile"] == "/etc/ca.pem"
     assert "sasl_mechanism" not in opts
     assert kafka.client_options()["ssl.ca.location"] == "/etc/ca.pem"
+    # Spark's (Java) Kafka client reads the same PEM file as a PEM truststore (a JKS type would not load it)
+    spark = kafka.client_options("spark")
+    assert (spark["kafka.ssl.truststore.location"], spark["kafka.ssl.truststore.type"]) == ("/etc/ca.pem", "PEM")
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
@@ -95,3 +98,30 @@ def test_importing_the_kafka_package_does_not_import_pyspark() -> None:
 
     code = "import sys, driftline.kafka, driftline.kafka.clients; sys.exit('pyspark' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_client_factories_keep_the_names_of_python_callbacks() -> None:
+    from driftline.kafka.clients import make_consumer, make_producer
+
+    errors: list[object] = []
+    kafka = _kafka("kafka.bootstrap_servers=127.0.0.1:1")
+    # error_cb must not become "error.cb" (librdkafka refuses an unknown property), linger_ms still becomes linger.ms
+    make_producer(kafka, error_cb=errors.append, linger_ms=5).flush(0)
+    make_consumer(kafka, "g", error_cb=errors.append, session_timeout_ms=6000).close()
+
+
+def test_kafka_python_debug_log_hides_the_sasl_password(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from driftline.errors import BrokerError
+    from driftline.kafka.clients import ensure_topics
+
+    monkeypatch.setenv("DRIFTLINE_KAFKA_USERNAME", "svc")
+    monkeypatch.setenv("DRIFTLINE_KAFKA_PASSWORD", "s3cret-in-env")
+    kafka = _kafka("kafka.bootstrap_servers=127.0.0.1:1", "kafka.security.protocol=SASL_PLAINTEXT",
+                   "kafka.security.sasl_mechanism=SCRAM-SHA-512")
+    caplog.set_level("DEBUG", logger="kafka")
+    with pytest.raises(BrokerError):
+        ensure_topics(kafka, ["t"], timeout_s=0.5)
+    assert "'sasl_plain_password': '[hidden]'" in caplog.text  # KafkaAdminClient logged its configuration
+    assert "s3cret-in-env" not in caplog.text

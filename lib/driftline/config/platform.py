@@ -114,8 +114,11 @@ class KafkaConfig(Strict):
         if sec.protocol != "PLAINTEXT":
             opts["security.protocol"] = sec.protocol
         if sec.ssl_ca_location:
-            key = "ssl.ca.location" if dialect == "confluent" else "ssl.truststore.location"
-            opts[key] = sec.ssl_ca_location
+            if dialect == "confluent":
+                opts["ssl.ca.location"] = sec.ssl_ca_location
+            else:  # the same PEM file of CA certificates, which Java's client reads as a PEM truststore
+                opts["ssl.truststore.location"] = sec.ssl_ca_location
+                opts["ssl.truststore.type"] = "PEM"
         creds = sec.credentials()
         if creds and sec.sasl_mechanism:
             user, password = creds

@@ -8,6 +8,15 @@ directory, and is controlled with ``driftline kafka start | stop | status``::
     broker.start()           # formats storage on first start, waits until ready
     broker.bootstrap         # '127.0.0.1:9092'
     broker.stop()
+
+With a :class:`BrokerSecurity` the only client listener is SASL_SSL (SCRAM): the
+broker's TLS keystore and truststore are given, and the SCRAM users are created when
+the storage is formatted (the controller listener stays on loopback, as always)::
+
+    EmbeddedBroker(home, jars, port=19092, controller_port=19093,
+                   security=BrokerSecurity(keystore=p12, keystore_password=pw, truststore=ca_p12,
+                                           truststore_password=pw, ca_file=ca_pem,
+                                           users=(("broker", bpw), ("app", apw))))
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from driftline.config import PlatformConfig
 from driftline.errors import BrokerError, SetupError
@@ -86,6 +96,45 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 @dataclass(frozen=True)
+class BrokerSecurity:
+    """A SASL_SSL client listener with SCRAM authentication (no plaintext client listener).
+
+    ``keystore`` (PKCS12) holds the broker's key and certificate, ``truststore`` (PKCS12 or
+    JKS) the CA its own clients trust; ``ca_file`` is that CA as PEM, for the broker's
+    readiness check. ``users`` are ``(name, password)`` SCRAM credentials written into the
+    cluster metadata when the storage is formatted (so only on a fresh ``home``); the first
+    is the broker's own inter-broker user. Passwords never appear in ``repr``.
+    """
+
+    keystore: Path
+    truststore: Path
+    ca_file: Path
+    users: tuple[tuple[str, str], ...] = field(repr=False)
+    keystore_password: str = field(repr=False)
+    truststore_password: str = field(repr=False)
+    mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+
+    def __post_init__(self) -> None:
+        if not self.users:
+            raise BrokerError("BrokerSecurity.users: expected at least the broker's own SCRAM user")
+        for name, password in self.users:
+            # the StorageTool parses name=...,password=... and the JAAS line quotes the values
+            if not name or not password or any(c in name + password for c in '",=[]\\ ;'):
+                raise BrokerError(
+                    f"BrokerSecurity.users: user {name!r}: names and passwords must be non-empty, "
+                    "without quotes, commas, '=', brackets, spaces, ';' or backslashes"
+                )
+
+    @property
+    def broker_user(self) -> tuple[str, str]:
+        return self.users[0]
+
+    def jaas_config(self) -> str:
+        name, password = self.broker_user
+        return f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{name}" password="{password}";'
+
+
+@dataclass(frozen=True)
 class EmbeddedBroker:
     """A single-node KRaft broker rooted at ``home``; see the module docstring."""
 
@@ -96,6 +145,11 @@ class EmbeddedBroker:
     controller_port: int = 9093
     heap: str = "512m"
     start_timeout_s: float = 60.0
+    # a SASL_SSL (SCRAM) client listener instead of PLAINTEXT; None: plaintext on loopback
+    security: BrokerSecurity | None = None
+    # broker properties added to (or replacing) the defaults, e.g. a short
+    # ``log.retention.check.interval.ms`` for a test that lets data age out
+    extra_properties: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_config(cls, platform: PlatformConfig) -> EmbeddedBroker:
@@ -113,6 +167,22 @@ class EmbeddedBroker:
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def listener_protocol(self) -> str:
+        """The security protocol of the one client listener: PLAINTEXT or SASL_SSL."""
+        return "SASL_SSL" if self.security else "PLAINTEXT"
+
+    def admin_options(self) -> dict[str, str]:
+        """confluent-kafka options for the broker's own admin connection (its readiness
+        check): the bootstrap address, plus TLS and the broker's SCRAM user when secured."""
+        opts = {"bootstrap.servers": self.bootstrap}
+        sec = self.security
+        if sec is not None:
+            name, password = sec.broker_user
+            opts.update({"security.protocol": "SASL_SSL", "sasl.mechanism": sec.mechanism,
+                         "sasl.username": name, "sasl.password": password, "ssl.ca.location": str(sec.ca_file)})
+        return opts
 
     @property
     def data_dir(self) -> Path:
@@ -174,15 +244,16 @@ class EmbeddedBroker:
         return os.pathsep.join(str(j) for j in jars)
 
     def _write_properties(self) -> None:
+        client = self.listener_protocol
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "listeners": f"{client}://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
+            "advertised.listeners": f"{client}://{self.host}:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": client,
+            "listener.security.protocol.map": f"{client}:{client},CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data_dir),
             "num.partitions": "4",
             "offsets.topic.replication.factor": "1",
@@ -195,8 +266,25 @@ class EmbeddedBroker:
             "auto.create.topics.enable": "true",
             "log.retention.hours": "168",
             "message.max.bytes": str(8 * 1024 * 1024),
+            **self.extra_properties,
         }
+        sec = self.security
+        if sec is not None:
+            props.update({
+                "sasl.enabled.mechanisms": sec.mechanism,
+                "sasl.mechanism.inter.broker.protocol": sec.mechanism,
+                f"listener.name.sasl_ssl.{sec.mechanism.lower()}.sasl.jaas.config": sec.jaas_config(),
+                "ssl.keystore.type": "PKCS12",
+                "ssl.keystore.location": str(sec.keystore),
+                "ssl.keystore.password": sec.keystore_password,
+                "ssl.key.password": sec.keystore_password,
+                "ssl.truststore.location": str(sec.truststore),
+                "ssl.truststore.password": sec.truststore_password,
+                "ssl.client.auth": "none",
+            })
         self.home.mkdir(parents=True, exist_ok=True)
+        self.properties_file.touch(mode=0o600)  # with security it holds the keystore and broker passwords
+        self.properties_file.chmod(0o600)
         self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
     def _java_cmd(self, main: str, args: Iterable[str]) -> list[str]:
@@ -220,9 +308,13 @@ class EmbeddedBroker:
         if (self.data_dir / "meta.properties").exists():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        scram: list[str] = []
+        if self.security is not None:
+            for name, password in self.security.users:
+                scram += ["--add-scram", f"{self.security.mechanism}=[name={name},password={password}]"]
         cmd = self._java_cmd(
             "kafka.tools.StorageTool",
-            ["format", "-t", _cluster_id(), "-c", str(self.properties_file), "--ignore-formatted"],
+            ["format", "-t", _cluster_id(), "-c", str(self.properties_file), "--ignore-formatted", *scram],
         )
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
@@ -274,7 +366,7 @@ class EmbeddedBroker:
         from confluent_kafka.admin import AdminClient
 
         deadline = time.monotonic() + self.start_timeout_s
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        admin = AdminClient({**self.admin_options(), "log_level": 0})
         last_error = "no answer"
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:

@@ -20,7 +20,9 @@ Both are configured from the same ``kafka`` settings (bootstrap servers and
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -32,6 +34,23 @@ from driftline.config import KafkaConfig
 from driftline.errors import BrokerError, UsageError
 
 ADMIN_CLIENT_ID = "driftline-admin"
+_CREDENTIAL_KEY = re.compile(r"(?i)password|secret|token")
+
+
+class HideCredentials(logging.Filter):
+    """kafka-python's ``KafkaAdminClient`` logs its keyword arguments at DEBUG when it starts,
+    ``sasl_plain_password`` among them: this filter (on logger ``kafka.admin.client``) shows
+    them with every password, secret and token replaced by ``[hidden]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, Mapping) and any(_CREDENTIAL_KEY.search(str(k)) for k in args):
+            record.args = {k: "[hidden]" if _CREDENTIAL_KEY.search(str(k)) and v is not None else v
+                           for k, v in args.items()}
+        return True
+
+
+logging.getLogger("kafka.admin.client").addFilter(HideCredentials())
 
 
 def admin_options(kafka: KafkaConfig, **overrides: Any) -> dict[str, Any]:
@@ -179,9 +198,20 @@ def admin_client(kafka: KafkaConfig) -> AdminClient:
     return AdminClient(conf)
 
 
+# confluent-kafka's Python-side settings: their names keep the underscore (there is no ``error.cb``)
+PYTHON_SETTINGS = frozenset({"error_cb", "stats_cb", "throttle_cb", "oauth_cb", "on_commit", "on_delivery", "logger"})
+
+
+def _librdkafka_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Keyword overrides as client settings: ``linger_ms`` -> ``linger.ms``; callbacks such as
+    ``error_cb`` (:data:`PYTHON_SETTINGS`) keep their names."""
+    return {k if k in PYTHON_SETTINGS else k.replace("_", "."): v for k, v in overrides.items()}
+
+
 def make_producer(kafka: KafkaConfig, **overrides: Any) -> Producer:
     """An idempotent producer with acks=all; keyword args override librdkafka settings
-    (underscores become dots: ``linger_ms=20`` sets ``linger.ms``)."""
+    (underscores become dots: ``linger_ms=20`` sets ``linger.ms``; callbacks such as
+    ``error_cb`` keep their names)."""
     conf: dict[str, Any] = {
         **kafka.client_options(),
         "acks": "all",
@@ -191,7 +221,7 @@ def make_producer(kafka: KafkaConfig, **overrides: Any) -> Producer:
         "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000,
     }
-    conf.update({k.replace("_", "."): v for k, v in overrides.items()})
+    conf.update(_librdkafka_overrides(overrides))
     return Producer(conf)
 
 
@@ -203,5 +233,5 @@ def make_consumer(kafka: KafkaConfig, group_id: str, **overrides: Any) -> Consum
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
     }
-    conf.update({k.replace("_", "."): v for k, v in overrides.items()})
+    conf.update(_librdkafka_overrides(overrides))
     return Consumer(conf)
