@@ -59,6 +59,7 @@ from driftline.config import PlatformConfig, UseCaseConfig
 from driftline.config.sections import SOURCES, AlertRule, Source
 from driftline.delta import is_delta_table, merge_new_rows, read_delta, rows_local
 from driftline.errors import BrokerError, UsageError
+from driftline.kafka.gaps import Gap
 
 log = logging.getLogger(__name__)
 
@@ -605,3 +606,37 @@ def list_alerts(path: str, limit: int | None = None) -> list[dict[str, Any]]:
     rows = rows_local(path)
     rows.sort(key=lambda r: (r["window_end"], r["alert_id"]), reverse=True)
     return rows[:limit] if limit else rows
+
+
+# --------------------------------------------------------------------------- data loss
+
+
+def data_loss_alert(usecase: str, gaps: Sequence[Gap], at: datetime | None = None) -> Alert:
+    """The alert for offsets Kafka deleted before the scoring query read them (skipped, as
+    ``streaming.fail_on_data_loss: false`` allows; see :mod:`driftline.kafka.gaps`). Not a
+    drift alert: ``retrain`` is false, ``window_start``/``window_end`` are when it was found,
+    and each reason names one range: source ``kafka``, subject
+    ``<topic> partition <p> offsets <first>..<last>``, statistic ``offsets_lost``, value the
+    count. Its id is derived from the ranges, so a replayed batch records it once."""
+    if not gaps:
+        raise UsageError("gaps: expected at least one lost offset range")
+    now = _utc(at or _now())
+    ranges = sorted((g.topic, g.partition, g.start, g.end) for g in gaps)
+    digest = hashlib.sha256(f"{usecase}|{ranges}".encode()).hexdigest()[:10]
+    reasons = tuple(Reason(source="kafka", window_start=now, window_end=now, subject=g.text(),
+                           statistic="offsets_lost", value=float(g.count)) for g in sorted(gaps))
+    return Alert(alert_id=f"{usecase}-data-loss-{digest}", usecase=usecase, window_start=now, window_end=now,
+                 bad_windows=0, windows=0, reasons=reasons, rule={}, created_at=now, retrain=False)
+
+
+def record_data_loss(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, gaps: Sequence[Gap]) -> Alert:
+    """Publish a :func:`data_loss_alert` to ``<uc>.alerts`` and record it in
+    ``monitoring/<uc>_alerts`` (MERGE on ``alert_id``), as :func:`evaluate_alerts` does."""
+    alert = data_loss_alert(uc.name, gaps)
+    topic = uc.topic("alerts")
+    publish(platform, topic, [alert])
+    log.warning("ALERT %s published to %s: use case %s lost %d Kafka offsets (deleted before they were read): %s",
+                alert.alert_id, topic, uc.name, sum(g.count for g in gaps), "; ".join(g.text() for g in gaps))
+    merge_new_rows(spark, alerts_frame(spark, [alert], topic), monitoring_path(platform, uc, "alerts"),
+                   keys=["alert_id"])
+    return alert

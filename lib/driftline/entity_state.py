@@ -44,6 +44,7 @@ ENTITY = "dl_entity"  # xxhash64 of the entity
 TS = "dl_ts_us"       # event time in microseconds
 ID_HASH = "dl_id_h"   # xxhash64 of the event id: repeats are found in the state
 ARRIVAL = "dl_arrival"  # Kafka timestamp in microseconds: the order repeats are judged in
+STALE = "dl_stale"  # output: a new event older than anything its bucket can still hold (see beyond_state)
 BAD_BUCKET = -1
 DUPLICATE = "duplicate"
 _TS_BITS = 42  # event-time offsets up to ~50 days within one bucket and batch share a sort key
@@ -264,12 +265,31 @@ def bucket_batch(
     return out, repeated, merged
 
 
+def beyond_state(past: Mapping[str, np.ndarray], times: np.ndarray, layout: StateLayout) -> np.ndarray:
+    """Which new events (event times ``times``, microseconds) are older than the oldest event
+    time the bucket can still hold: ``retention_us`` behind its newest kept event. The state
+    cannot say whether such an event repeats one it has already forgotten (a repeat sent
+    after ``streaming.dedupe_window``), so the scorer checks those few against the event ids
+    already served. The newest kept event is never pruned and the bucket's clock never passes
+    it, so every event that could have been forgotten is flagged.
+
+    Example::
+
+        beyond_state(load_state(row, layout), batch[TS].to_numpy(), layout)  # array([False, True])
+    """
+    times = np.asarray(times, dtype=np.int64)
+    if not len(past[TS]):
+        return np.zeros(len(times), dtype=bool)
+    return times < int(past[TS].max()) - layout.retention_us
+
+
 class BucketFeatures(StatefulProcessor):
     """``transformWithStateInPandas`` processor keyed by entity bucket: the stream aggregates
     of each new event from the events its bucket keeps, repeats of a kept event id marked
     ``duplicate``, and the state brought forward. Rows of :data:`BAD_BUCKET` (records that
     failed validation) pass through untouched. Output: ``output_columns`` (the input's
-    pass-through columns, ``reason``/``reasons`` updated for repeats, one column per aggregate).
+    pass-through columns, ``reason``/``reasons`` updated for repeats, one column per aggregate,
+    and :data:`STALE` when named: a new event :func:`beyond_state`).
     """
 
     def __init__(self, layout: StateLayout, output_columns: Sequence[str]) -> None:
@@ -290,12 +310,16 @@ class BucketFeatures(StatefulProcessor):
         if int(key[0]) == BAD_BUCKET:
             for a in self.layout.aggregates:
                 batch[a.name] = np.nan
+            if STALE in self.output_columns:
+                batch[STALE] = False
             yield batch[self.output_columns]
             return
         past = load_state(self.state.get() if self.state.exists() else None, self.layout)
         values, repeated, keep = bucket_batch(past, batch, self.layout)
         for name, v in values.items():
             batch[name] = v
+        if STALE in self.output_columns:
+            batch[STALE] = beyond_state(past, batch[TS].to_numpy(np.int64), self.layout) & ~repeated
         if repeated.any():
             batch.loc[repeated, "reason"] = DUPLICATE
             batch.loc[repeated, "reasons"] = pd.Series([[DUPLICATE]] * int(repeated.sum()),

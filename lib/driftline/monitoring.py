@@ -14,7 +14,8 @@ counts are summed (a table of a few hundred rows, the only thing collected),
 the statistics are computed with :mod:`driftline.drift`, the rows are MERGEd
 into the output tables by key (a replay rewrites the same rows) and the
 window's state is deleted, so state stays bounded by the lateness. Rows later
-than the watermark are dropped, as Spark's own watermark would.
+than the watermark are dropped, as Spark's own watermark would, and counted: per window,
+metric ``late_events`` in ``monitoring/<uc>_quality``.
 
 Windows are tumbling and aligned to ``drift.origin``: the Unix epoch (default;
 a window that divides a day then starts at midnight UTC), an ISO 8601 time, or
@@ -679,6 +680,10 @@ def write_tables(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfi
 CLOSED = "closed"  # kind of the state row that records how far windows are final (WindowEmitter.flush)
 # the cell of each source that counts its rows (how many late rows were dropped)
 VOLUME_CELLS = {("input", "volume"), ("output", "volume"), ("perf", "labels")}
+# kind of the state rows counting the rows of a final window dropped as late (feature: what they are);
+# kept with the CLOSED row, summed into the window's ``late_events`` row of monitoring/<uc>_quality
+LATE = "late"
+LATE_COLUMN = {"input": "events", "output": "predictions", "perf": "labels"}
 
 
 @dataclass
@@ -688,7 +693,10 @@ class WindowEmitter:
     ``process(counts, batch_id)``: drop rows of windows that are final (their end at or before
     the watermark), append the rest to the state table (``txnAppId`` = ``app_id``,
     ``txnVersion`` = batch id, so a replayed batch adds nothing), then emit every window whose
-    end the watermark has passed and delete its state. The watermark is the newest event time
+    end the watermark has passed and delete its state. The rows dropped as late are counted in
+    the same append (kind :data:`LATE`, per window) and their total per window is MERGEd into
+    ``monitoring/<uc>_quality`` as metric ``late_events`` (column ``events``, ``predictions``
+    or ``labels``): nothing is dropped without a count a user can read. The watermark is the newest event time
     seen minus ``drift.lateness``, or the end of the last window :meth:`flush` made final if
     that is later. Which windows are held, the newest event time and that end are read from
     the state table once, then followed in memory.
@@ -717,7 +725,7 @@ class WindowEmitter:
         self._loaded = True
         if not is_delta_table(self.spark, self.path):
             return
-        held = (read_delta(self.spark, self.path)
+        held = (read_delta(self.spark, self.path).where(F.col("kind") != F.lit(LATE))
                 .groupBy((F.col("kind") == F.lit(CLOSED)).alias("closed"), "window_end")
                 .agg(F.max("newest").alias("newest")).collect())
         self._ends = {r["window_end"] for r in held if not r["closed"]}
@@ -734,7 +742,7 @@ class WindowEmitter:
     def _emit(self, upto: dt.datetime | None) -> dict[str, int]:
         """Sum the held counts of the windows ending at or before ``upto`` (all when None) and
         MERGE their output rows."""
-        held = read_delta(self.spark, self.path).where(F.col("kind") != F.lit(CLOSED))
+        held = read_delta(self.spark, self.path).where(~F.col("kind").isin(CLOSED, LATE))
         if upto is not None:
             held = held.where(F.col("window_end") <= F.lit(upto))
         summed = cast(pd.DataFrame, held.groupBy(*COUNT_KEYS).agg(
@@ -750,14 +758,22 @@ class WindowEmitter:
         before = self.watermark()
         rows = counts.select(*COUNT_SCHEMA.fieldNames()).collect()  # the batch's small count table
         fresh = [r for r in rows if before is None or r["window_end"] > before]
-        late = sum(int(r["n"]) for r in rows if before is not None and r["window_end"] <= before
-                   and (r["kind"], r["feature"]) in VOLUME_CELLS)
+        dropped = [(r["window_start"], r["window_end"], LATE, LATE_COLUMN[r["kind"]], "", int(r["n"]), None, None,
+                    None, None, batch_id)
+                   for r in rows if before is not None and r["window_end"] <= before
+                   and (r["kind"], r["feature"]) in VOLUME_CELLS]
+        late = sum(d[5] for d in dropped)
         if late:
             log.warning("monitor %s batch %d: %d rows of windows already emitted (ending at or before %s) "
-                        "dropped as late", self.source, batch_id, late, before)
+                        "dropped as late, counted in %s (late_events)", self.source, batch_id, late, before,
+                        output_paths(self.platform, self.uc)["quality"])
+        if fresh or dropped:
+            # one append with the batch's transaction id: a replay neither adds counts nor counts late rows again
+            write_delta(self.spark.createDataFrame([*[(*r, batch_id) for r in fresh], *dropped], STATE_SCHEMA),
+                        self.path, mode="append", txn=(self.app_id, batch_id))
+        if dropped:
+            self._write_late({d[1] for d in dropped})
         if fresh:
-            write_delta(self.spark.createDataFrame([(*r, batch_id) for r in fresh], STATE_SCHEMA), self.path,
-                        mode="append", txn=(self.app_id, batch_id))
             self._ends |= {r["window_end"] for r in fresh}
             newest = max((r["newest"] for r in fresh if r["newest"] is not None), default=None)
             if newest is not None and (self._newest is None or newest > self._newest):
@@ -768,11 +784,32 @@ class WindowEmitter:
             return {}
         written = self._emit(wm)
         # forget the closed windows (the row saying how far windows are final stays)
-        delete_rows(self.spark, self.path, (F.col("window_end") <= F.lit(wm)) & (F.col("kind") != F.lit(CLOSED)))
+        delete_rows(self.spark, self.path,
+                    (F.col("window_end") <= F.lit(wm)) & ~F.col("kind").isin(CLOSED, LATE))
         self._ends -= closing
         log.info("monitor %s batch %d: emitted windows up to %s: %s", self.source, batch_id, wm, written)
         self._evaluate_alerts(closing, written)
         return written
+
+    def _write_late(self, ends: Iterable[dt.datetime]) -> int:
+        """MERGE the ``late_events`` quality rows of the windows ending at ``ends``: the rows
+        dropped as late so far, summed from the state table (so a replay writes the same)."""
+        late = (read_delta(self.spark, self.path)
+                .where((F.col("kind") == F.lit(LATE)) & F.col("window_end").isin(*sorted(ends)))
+                .groupBy("window_start", "window_end", "feature").agg(F.sum("n").alias("n")).collect())
+        if not late:
+            return 0
+        path = output_paths(self.platform, self.uc)["quality"]
+        # the row joins its window's computation (computed_at of the rows already there): readers
+        # that keep a window's latest computation (the alert rule) still see all of its rows
+        stamps = {} if not is_delta_table(self.spark, path) else {
+            r["window_start"]: r["t"] for r in read_delta(self.spark, path)
+            .where(F.col("window_start").isin(*sorted({r["window_start"] for r in late})))
+            .groupBy("window_start").agg(F.max("computed_at").alias("t")).collect()}
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        rows = [_quality_row(r["window_start"], r["window_end"], "late_events", r["feature"], float(r["n"]), None,
+                             False, stamps.get(r["window_start"]) or now) for r in late]
+        return merge_rows(self.spark, rows, path, QUALITY_SCHEMA, OUTPUT_KEYS["quality"])
 
     def _evaluate_alerts(self, ends: Iterable[dt.datetime], written: Mapping[str, int]) -> None:
         """The alert rule over the windows just written (see :class:`driftline.alerts.AlertEvaluator`)."""
@@ -800,7 +837,10 @@ class WindowEmitter:
         written = self._emit(None)
         final_until, ends = max(self._ends), set(self._ends)
         marker = (final_until, final_until, CLOSED, "", "", 0, None, None, None, self._newest, -1)
-        write_delta(self.spark.createDataFrame([marker], STATE_SCHEMA), self.path, mode="overwrite")
+        late = [(r["window_start"], r["window_end"], LATE, r["feature"], "", int(r["n"]), None, None, None, None, -1)
+                for r in read_delta(self.spark, self.path).where(F.col("kind") == F.lit(LATE))
+                .groupBy("window_start", "window_end", "feature").agg(F.sum("n").alias("n")).collect()]
+        write_delta(self.spark.createDataFrame([marker, *late], STATE_SCHEMA), self.path, mode="overwrite")
         self._ends, self._final_until = set(), final_until
         log.info("monitor %s: run finished, windows up to %s emitted and final: %s", self.source, final_until,
                  written)

@@ -9,6 +9,9 @@ One query, one pass per micro-batch::
         event's stream aggregates (windows up to ``streaming.stream_window_max``, the batch
         definition) from the events its bucket keeps in the state store; a repeat of a kept
         event id is marked ``duplicate``; bad records pass through in a bucket of their own
+      → an event older than its bucket's state can hold (a repeat sent after the dedupe
+        window looks like that) is looked up among the event ids already in predictions/<uc>
+        (a cold path: those events only, data-skipped on event time); found: ``duplicate``
       → foreachBatch (:class:`BatchScorer`):
           1. the batch's plan: champion / challenger versions, routing and the version of
              gold/<uc>_features_online, decided once per batch id and kept next to the
@@ -39,6 +42,8 @@ Settings (use-case YAML)::
       allowed_lateness: 10 minutes     # a late event still sees every earlier event its windows need
       state_buckets: 64                # entities hashed into this many state rows
       publish: true                    # <uc>.predictions and <uc>.dlq
+      fail_on_data_loss: false         # offsets deleted by retention before they were read: skipped and
+                                       # recorded as a data-loss alert (driftline.kafka.gaps); true: stop
     routing:
       mode: shadow                     # champion | shadow | canary
       share: 0.05                      # canary: share of entities served by the challenger
@@ -81,6 +86,7 @@ from driftline.entity_state import (
     ENTITY,
     ID_HASH,
     NULL_HASH,
+    STALE,
     TS,
     BucketFeatures,
     StateLayout,
@@ -91,6 +97,7 @@ from driftline.features import (
     feature_spec,
     with_ratios,
 )
+from driftline.kafka.gaps import GapDetector
 from driftline.kafka.spark import raw_records, read_kafka_stream
 from driftline.quality import event_dataset
 
@@ -476,11 +483,13 @@ class BatchScorer:
     predictions and DLQ records. Counts come from ``observe``, never from an extra job.
 
     ``idempotent=False`` drops the Delta transaction ids; it exists so that the
-    crash test can show what they protect against.
+    crash test can show what they protect against. ``guard_repeats=False`` skips the lookup
+    of events older than their state (:meth:`served_before`), for the test that shows what
+    it protects against: a repeat sent after the dedupe window is then served twice.
     """
 
     def __init__(self, spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, checkpoint: str, *,
-                 idempotent: bool = True) -> None:
+                 idempotent: bool = True, guard_repeats: bool = True, detect_gaps: bool = True) -> None:
         from driftline.registry import model_name
 
         self.spark, self.platform, self.uc = spark, platform, uc
@@ -491,6 +500,10 @@ class BatchScorer:
         _, self.table_names = split_aggregates(self.features, self.window_max_s)
         self.name = model_name(uc)
         self.idempotent = idempotent
+        self.guard_repeats = guard_repeats
+        # offsets retention deleted before this query read them (failOnDataLoss false skips them):
+        # recorded as a data-loss alert; detect_gaps=False is the retention test's negative control
+        self.gaps = GapDetector(CheckpointFiles(spark, checkpoint).read, platform.kafka) if detect_gaps else None
         self.app_id = "driftline-score-" + hashlib.sha256(checkpoint.encode()).hexdigest()[:16]
         self.models: dict[int, PipelineModel] = {}
         self.thresholds: dict[int, float] = {}  # each version's decision threshold, loaded with its model
@@ -571,6 +584,34 @@ class BatchScorer:
     def _txn(self, batch_id: int, table: str) -> tuple[str, int] | None:
         return (f"{self.app_id}-{table}", batch_id) if self.idempotent else None
 
+    def served_before(self, rows: DataFrame, batch_id: int) -> set[str]:
+        """The event ids among ``rows``' good events flagged :data:`STALE` (older than their
+        bucket's state can hold, so the state could not tell a repeat) that predictions/<uc>
+        already holds from another batch: repeats sent after ``streaming.dedupe_window``.
+
+        One small job per batch collects the flagged ids (usually none, and it fills the
+        batch's cache); only when there are some is predictions/<uc> read, filtered on those
+        ids and their event-time range (Delta skips the files outside it). Rows of this batch
+        id are left out, so a replay decides as its first attempt did."""
+        uc = self.uc
+        stale = rows.where(F.col(STALE) & F.col("reason").isNull()).select(
+            F.col(uc.event_id).cast("string").alias("id"), F.unix_micros(F.col(uc.event_time)).alias("t"),
+        ).collect()
+        path = predictions_path(self.platform, uc)
+        if not stale or latest_version(self.spark, path) is None:
+            return set()
+        ids = sorted({r["id"] for r in stale if r["id"] is not None})
+        times = [int(r["t"]) for r in stale if r["t"] is not None]
+        served = read_delta(self.spark, path).where((F.col("batch_id") != F.lit(batch_id))
+                                                    & F.col("event_id").isin(ids))
+        if len(times) == len(stale):
+            served = served.where(F.col("event_time").between(F.timestamp_micros(F.lit(min(times))),
+                                                              F.timestamp_micros(F.lit(max(times)))))
+        found = {r["event_id"] for r in served.select("event_id").distinct().collect()}
+        log.info("batch %d: %d events older than their state, %d of them already served (repeats)", batch_id,
+                 len(stale), len(found))
+        return found
+
     # -- one micro-batch
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -581,12 +622,21 @@ class BatchScorer:
             models = {v: self.model(v) for v in (plan.champion_version, plan.challenger_version) if v is not None}
         is_bad = F.col("reason").isNotNull()
         observation = Observation(f"score-{uuid.uuid4().hex[:8]}")
-        rows = batch.observe(
+        cached = batch.observe(
             observation, F.count(F.lit(1)).alias("rows"), F.count_if(is_bad).alias("quarantined"),
             F.count_if(F.col("reason") == F.lit(DUPLICATE)).alias("duplicates"),
         ).persist()
+        rows = cached
         try:
-            events = rows.where(~is_bad).drop("value", "reason", "reasons", "key", "ingest_time")
+            repeats = self.served_before(cached, batch_id) if self.guard_repeats else set()
+            if repeats:
+                again = F.col(STALE) & F.col("reason").isNull() & F.col(self.uc.event_id).cast("string").isin(
+                    sorted(repeats))
+                rows = cached.withColumns({
+                    "reason": F.when(again, F.lit(DUPLICATE)).otherwise(F.col("reason")),
+                    "reasons": F.when(again, F.array(F.lit(DUPLICATE))).otherwise(F.col("reasons")),
+                })
+            events = rows.where(~is_bad).drop("value", "reason", "reasons", "key", "ingest_time", STALE)
             features = finish_features(events, self.online(plan.online_version), self.features, self.table_names)
             predictions = (
                 route_and_score(features, plan, models, self.uc, self.thresholds, self.name)
@@ -603,6 +653,15 @@ class BatchScorer:
                     # plan: on a replay, run it once so the counts (and the cache) exist
                     rows.count()
                 self.counts = {k: int(v or 0) for k, v in observation.get.items()}
+                lost = self.gaps.check(rows, batch_id, self.counts["rows"]) if self.gaps is not None else []
+                if lost:
+                    from driftline.alerts import record_data_loss
+
+                    record_data_loss(self.spark, self.platform, self.uc, lost)
+                if repeats:  # found after the observation: added to its counts
+                    guarded = rows.where(F.col(STALE) & (F.col("reason") == F.lit(DUPLICATE))).count()
+                    self.counts["quarantined"] += guarded
+                    self.counts["duplicates"] += guarded
                 bad = rows.where(is_bad)
                 quarantined = bool(self.counts["quarantined"])
                 writes: list[tuple[str, Callable[[], None]]] = []
@@ -622,7 +681,7 @@ class BatchScorer:
             finally:
                 predictions.unpersist()
         finally:
-            rows.unpersist()
+            cached.unpersist()
         log.info("batch %d: %d scored, %d quarantined (%d repeats), champion v%d, challenger %s (%s), online v%s "
                  "in %.1fs (%s)", batch_id, self.counts.get("rows", 0) - self.counts.get("quarantined", 0),
                  self.counts.get("quarantined", 0), self.counts.get("duplicates", 0), plan.champion_version,
@@ -765,7 +824,8 @@ def scoring_stream(
     dataset = event_dataset(uc)
     layout = entity_layout(uc)
     raw = raw_records(read_kafka_stream(spark, platform.kafka, uc.topic("events"),
-                                        starting_offsets or stream.starting_offsets, stream.max_offsets_per_trigger))
+                                        starting_offsets or stream.starting_offsets, stream.max_offsets_per_trigger,
+                                        fail_on_data_loss=stream.fail_on_data_loss))
     checked = check_records(raw, dataset)
     entity = F.col("parsed")[uc.entity_key]
     good = F.col("reason").isNull() & entity.isNotNull()
@@ -786,7 +846,8 @@ def scoring_stream(
     times = {f.name for f in passthrough if isinstance(f.dataType, T.TimestampType)}
     keyed = keyed.select(*[F.unix_micros(F.col(c)).alias(c) if c in times else F.col(c) for c in keyed.columns])
     bridged = [T.StructField(f.name, T.LongType()) if f.name in times else f for f in passthrough]
-    out_schema = T.StructType([*bridged, *[T.StructField(a.name, T.DoubleType()) for a in layout.aggregates]])
+    out_schema = T.StructType([*bridged, *[T.StructField(a.name, T.DoubleType()) for a in layout.aggregates],
+                               T.StructField(STALE, T.BooleanType())])
     processor = BucketFeatures(layout, [f.name for f in out_schema.fields])
     initial = None if seed is None else seed.select(
         _bucket(F.col(uc.entity_key), layout).cast("int").alias(BUCKET), *_encoded(F.col, uc, layout),
@@ -797,13 +858,14 @@ def scoring_stream(
     return stateful.select(
         *[F.timestamp_micros(F.col(f.name)).alias(f.name) if f.name in times else F.col(f.name) for f in passthrough],
         *[F.col(a.name).cast("long" if a.fn in counts else "double").alias(a.name) for a in layout.aggregates],
+        F.coalesce(F.col(STALE), F.lit(False)).alias(STALE),
     )
 
 
 def start_scoring(
     spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, *, trigger: str | None = None,
     checkpoint: str | None = None, idempotent: bool = True, on_batch: Callable[[int], None] | None = None,
-    migrate_from: str | None = None,
+    migrate_from: str | None = None, guard_repeats: bool = True, detect_gaps: bool = True,
 ) -> StreamingQuery:
     """Start the scoring query of ``uc`` (see the module docstring); returns the running query.
 
@@ -831,7 +893,8 @@ def start_scoring(
     seed = seed_events(spark, platform, uc) if fresh_start else None
     files.write("driftline-layout", QUERY_LAYOUT)
     ensure_topics(platform.kafka, [uc.topic(k) for k in ("events", "predictions", "dlq")])
-    scorer = BatchScorer(spark, platform, uc, checkpoint, idempotent=idempotent)
+    scorer = BatchScorer(spark, platform, uc, checkpoint, idempotent=idempotent, guard_repeats=guard_repeats,
+                         detect_gaps=detect_gaps)
     scorer.warm_up()
 
     def each_batch(batch: DataFrame, batch_id: int) -> None:

@@ -81,3 +81,25 @@ def test_far_apart_event_times_fall_back_to_one_entity_at_a_time() -> None:
     out = window_aggregates(entities, times, columns, 2, agg)
     assert out["n_10m"].tolist() == [0.0, 1.0, 0.0]
     assert out["sum_1h"].tolist() == [0.0, 4.0, 0.0]
+
+
+def test_an_event_older_than_its_bucket_can_hold_is_flagged_for_the_served_ids_lookup() -> None:
+    from driftline.config.sections import Aggregate
+    from driftline.entity_state import ARRIVAL, ENTITY, ID_HASH, TS, StateLayout, beyond_state, bucket_batch, load_state
+
+    layout = StateLayout.compile([Aggregate(name="n_10m", fn="count", window="10m")], [], window_s=600,
+                                 lateness_s=120, buckets=1)
+
+    def events(ids: list[int], minutes: list[float]) -> pd.DataFrame:
+        t = (np.array(minutes) * 60 * MICROS).astype(np.int64)
+        return pd.DataFrame({ENTITY: np.int64(7), TS: t, ID_HASH: np.array(ids, dtype=np.int64),
+                             ARRIVAL: np.arange(len(ids), dtype=np.int64) + 10**15})
+
+    _, _, kept = bucket_batch(load_state(None, layout), events([1, 2, 3], [0, 5, 30]), layout)
+    assert kept[ID_HASH].tolist() == [3]  # 0 and 5 are more than 12 minutes behind 30: forgotten
+    later = events([1, 3, 4, 5], [0, 30, 19, 17.5])  # repeats of 1 (forgotten) and 3 (kept), two new events
+    _, repeated, _ = bucket_batch(kept, later, layout)
+    assert repeated.tolist() == [False, True, False, False]  # the state cannot tell that 1 repeats
+    stale = beyond_state(kept, later[TS].to_numpy(), layout) & ~repeated
+    assert stale.tolist() == [True, False, False, True]  # 1 and 17.5 < 30 - 12: looked up among served ids
+    assert not beyond_state(load_state(None, layout), later[TS].to_numpy(), layout).any()  # nothing held yet

@@ -23,6 +23,7 @@ def test_shipped_usecases_parse(name: str) -> None:
     ("streaming", {"dedupe_window": "soon"}, "streaming.dedupe_window"),
     ("streaming", {"max_offsets_per_trigger": 0}, "streaming.max_offsets_per_trigger"),
     ("streaming", {"tigger": "5 seconds"}, "streaming.tigger"),
+    ("streaming", {"fail_on_data_loss": "sometimes"}, "streaming.fail_on_data_loss"),
     ("routing", {"mode": "canry"}, "routing.mode"),
     ("routing", {"share": 1.5}, "routing.share"),
 ])
@@ -30,6 +31,11 @@ def test_bad_settings_name_the_key(section: str, value: dict[str, object], key: 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         uc = FRAUD.replace(**{section: value})
         (streaming_spec if section == "streaming" else routing_spec)(uc)
+
+
+def test_fail_on_data_loss_is_off_by_default_and_typed() -> None:
+    assert streaming_spec(FRAUD).fail_on_data_loss is False  # a retention gap is skipped and alerted
+    assert streaming_spec(FRAUD.replace(streaming={"fail_on_data_loss": True})).fail_on_data_loss is True
 
 
 def test_registry_tags_override_the_yaml_routing() -> None:

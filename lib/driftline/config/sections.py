@@ -528,6 +528,9 @@ class StreamingSpec(Strict):
     # entities are hashed into this many state rows, each read and written once a micro-batch
     state_buckets: int = Field(64, ge=1, le=4096)
     publish: bool = True
+    # Kafka offsets deleted (retention) before the query read them: false skips them and records
+    # a data-loss alert (topic, partition, offsets) in monitoring/<uc>_alerts; true stops the query
+    fail_on_data_loss: bool = False
 
     @property
     def dedupe_window_s(self) -> int:

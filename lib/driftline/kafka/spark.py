@@ -44,8 +44,12 @@ def read_kafka_stream(
     topic: str,
     starting_offsets: str = "earliest",
     max_offsets_per_trigger: int | None = None,
+    fail_on_data_loss: bool = False,
 ) -> DataFrame:
     """A streaming DataFrame over ``topic`` with Spark's Kafka source columns.
+
+    ``fail_on_data_loss``: Spark's ``failOnDataLoss``: whether offsets Kafka deleted before
+    the query read them (retention) stop the query, or are skipped.
 
     Example::
 
@@ -58,7 +62,7 @@ def read_kafka_stream(
         .options(**kafka.client_options("spark"))
         .option("subscribe", topic)
         .option("startingOffsets", starting_offsets)
-        .option("failOnDataLoss", "false")
+        .option("failOnDataLoss", str(fail_on_data_loss).lower())
     )
     if max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
