@@ -161,6 +161,32 @@ def delivery_start(events: list[dict[str, Any]], challenger: int) -> datetime | 
     return None
 
 
+def under_evaluation(platform: PlatformConfig, uc: UseCaseConfig) -> int | None:
+    """The challenger progressive delivery is evaluating now, or None: a ``challenger`` alias
+    other than the champion, that entered shadow (a ``shadow_start`` row) and that routing still
+    gives a part (shadow or canary; a promotion or a retirement routes ``champion``). A
+    challenger the gate refused never has a ``shadow_start``. Retraining on an alert waits
+    while there is one (:func:`driftline.pipelines.retrain.run_on_alert`): a second challenger
+    would replace the first before the evidence on it is in.
+
+    Example::
+
+        under_evaluation(platform, load_usecase("fraud"))   # 2: v2 is in shadow or canary
+    """
+    from driftline.registry import CHALLENGER, CHAMPION, alias_version, client_for, model_name
+    from driftline.scoring import current_routing, routing_spec
+
+    client = client_for(platform)
+    name = model_name(uc)
+    champ, chall = alias_version(client, name, CHAMPION), alias_version(client, name, CHALLENGER)
+    if chall is None or chall == champ:
+        return None
+    if current_routing(dict(client.get_registered_model(name).tags), routing_spec(uc)).mode == "champion":
+        return None
+    started = any(e["action"] == "shadow_start" and e["to_version"] == chall for e in audit_rows(platform, uc))
+    return chall if started else None
+
+
 # --------------------------------------------------------------------------- the decision
 
 

@@ -153,6 +153,16 @@ def test_drift_alert_triggers_retraining_and_a_new_challenger(
     assert "already triggered" in again[0].detail
     assert [v["version"] for v in list_versions(platform, uc)] == [2, 1]
 
+    # ---- a new alert while v2 is in shadow: no second challenger before the evidence on v2 is in
+    newer = {**published, "alert_id": f"{alert.alert_id}-later",
+             "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+    producer.produce(uc.topic("alerts"), key=newer["alert_id"].encode(), value=json.dumps(newer).encode())
+    assert producer.flush(30) == 0
+    later = pipeline.run_on_alert(spark, platform, uc, max_alerts=1, timeout_s=120)
+    assert [(h.alert_id, h.action) for h in later] == [(newer["alert_id"], "skipped")]
+    assert "challenger v2 is in progressive delivery" in later[0].detail
+    assert [v["version"] for v in list_versions(platform, uc)] == [2, 1]
+
 
 def test_windows_combine_drift_quality_and_performance_rows(
     spark: SparkSession, base_platform: PlatformConfig, tmp_path: Path

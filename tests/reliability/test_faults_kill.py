@@ -41,7 +41,7 @@ from driftline.config import PROJECT_ROOT, PlatformConfig, load_platform, load_u
 from driftline.delta import read_delta, write_delta
 from driftline.kafka.spark import bronze_records, kafka_watermarks, read_kafka_batch
 from driftline.monitoring import await_all, start_monitor, state_path
-from driftline.pipelines import retrain
+from driftline.pipelines import retrain, train
 from driftline.produce import produce_usecase
 from driftline.profile import build_reference_profile
 from driftline.registry import client_for
@@ -203,6 +203,15 @@ def test_pipeline_killed_mid_run_then_rerun_writes_the_tables_of_a_clean_run(
     raw = read_kafka_batch(spark, killed.kafka, topic, "earliest", ends)
     write_delta(bronze_records(raw), catalog.path(killed, "bronze_events", uc), mode="append")
     assert set(differences(*lakes)) == {f"bronze/{uc.name}_events"}
+
+    # a kill between registering a version and gating it (train without the gate stands in for
+    # it): the re-run finds no fresh data, but gates that version instead of skipping it
+    ungated = train.run(spark, clean, uc, gate=False)
+    assert ungated.version == 2 and ungated.gate is None
+    again = retrain.run(spark, clean, uc, reason="manual")
+    assert again.skipped is None and again.version == 2 and again.gate == "shadow_start"
+    audit = table(catalog.path(clean, "model_events", uc))
+    assert sorted(audit[audit["to_version"] == 2]["action"]) == ["register", "retrain_triggered", "shadow_start"]
 
 
 def test_monitor_killed_mid_run_then_rerun_writes_the_windows_of_a_clean_run(

@@ -22,14 +22,18 @@ there is no champion yet, a pass promotes it at once. Each step is the job of th
 after the offsets bronze holds ("fresh data"), validate and build_features skip
 inputs they have already processed, and training is skipped when the newest
 registered version was trained on the same feature table version (``--force``
-trains anyway).
+trains anyway); a newest version that was registered but never gated (a run killed
+between the two) is gated then instead.
 
 Every run is recorded in ``audit/<uc>_model_events`` as ``retrain_triggered``
 (reason ``alert <alert_id>``, or ``--reason`` with ``--once``; to_version is the new
 challenger, empty when nothing was trained). An alert is skipped when a
 ``retrain_triggered`` row already names it, when a retrain started after it was
-raised (that retrain already used fresher data), or when it says
-``retrain: false``. A malformed message is logged and skipped, never retried.
+raised (that retrain already used fresher data), when it says
+``retrain: false``, or while a challenger is in progressive delivery (shadow or canary:
+:func:`driftline.delivery.under_evaluation`; a second challenger would replace it before the
+evidence on it is in, and the monitor raises new alerts while the drift lasts). A malformed
+message is logged and skipped, never retried.
 
 Exit codes: 0 done, 2 bad arguments, configuration or missing input,
 3 a data quality limit was exceeded (nothing trained).
@@ -51,6 +55,7 @@ from pyspark.sql import functions as F
 
 from driftline.alerts import Alert
 from driftline.config import PlatformConfig, UseCaseConfig
+from driftline.delivery import under_evaluation
 from driftline.delta import delta_version
 from driftline.errors import UsageError
 from driftline.jobs import JobContext, entry_point
@@ -101,6 +106,16 @@ def _latest_trained_on(platform: PlatformConfig, uc: UseCaseConfig) -> tuple[int
     return int(newest.version), params["data.path"], int(params["data.version"])
 
 
+GATE_ACTIONS = ("promote", "shadow_start", "gate_refused")  # the audit rows of a gate decision
+
+
+def _gated(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, version: int) -> bool:
+    """Whether ``version`` has a gate decision (or a promotion) in the audit table."""
+    events = read_events(spark, audit_path(platform, uc))
+    return bool(events.where(F.col("action").isin(*GATE_ACTIONS) & (F.col("to_version") == F.lit(version)))
+                .limit(1).count())
+
+
 def run(
     spark: SparkSession,
     platform: PlatformConfig,
@@ -145,10 +160,21 @@ def run(
     data_version = delta_version(spark, table)
     latest = _latest_trained_on(platform, usecase)
     outcome: dict[str, Any] = {}
-    if not force and latest is not None and latest[1:] == (table, data_version):
+    if not force and latest is not None and latest[1:] == (table, data_version) and _gated(spark, platform, usecase,
+                                                                                          latest[0]):
         skipped = f"no fresh data: v{latest[0]} was trained on {table}@v{data_version}"
         step(4, "train", f"skipped, {skipped}", s)
         outcome["skipped"] = skipped
+    elif not force and latest is not None and latest[1:] == (table, data_version):
+        # registered but never gated (a run killed between the two): gate it now, on its own test set
+        from driftline.registry import gate_and_promote, rebuild_test_set
+
+        test, spec, metrics = rebuild_test_set(spark, platform, usecase, latest[0])
+        decision = gate_and_promote(spark, platform, usecase, latest[0], test, spec, metrics)
+        step(4, "train", f"v{latest[0]} was registered on {table}@v{data_version} but never gated: "
+                         f"{decision.action}", s)
+        outcome.update(version=latest[0], run_id=client.get_model_version(model_name(usecase), str(latest[0])).run_id,
+                       promoted=decision.promoted, gate=decision.action, metrics=dict(metrics))
     else:
         out = train.run(spark, platform, usecase)
         promoted = None if out.gate is None else out.gate.promoted
@@ -293,6 +319,11 @@ def _handle(
     why = already_handled(_triggers(spark, platform, usecase), alert)
     if why:
         return AlertHandled(alert.alert_id, "skipped", why)
+    busy = under_evaluation(platform, usecase)
+    if busy is not None:
+        return AlertHandled(alert.alert_id, "skipped",
+                            f"challenger v{busy} is in progressive delivery: it is promoted or retired first "
+                            "(the monitor raises new alerts while the drift lasts)")
     log.info("pipeline %s: %s", usecase.name, alert.summary())
     outcome = run(spark, platform, usecase, reason=alert_reason(alert.alert_id), force=force)
     detail = outcome.skipped or f"new challenger v{outcome.version} ({outcome.gate or 'not gated'})"
