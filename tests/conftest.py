@@ -75,12 +75,18 @@ def platform(base_platform: PlatformConfig, broker: EmbeddedBroker, tmp_path: Pa
 
 
 @pytest.fixture(scope="session")
-def spark(base_platform: PlatformConfig):  # type: ignore[no-untyped-def]
-    """The one SparkSession for the test run (local[2], UI off, 2 shuffle partitions)."""
+def spark_master() -> str:
+    """The test run's Spark master; tests/reliability/conftest.py turns task retries on."""
+    return "local[2]"
+
+
+@pytest.fixture(scope="session")
+def spark(base_platform: PlatformConfig, spark_master: str):  # type: ignore[no-untyped-def]
+    """The one SparkSession for the test run (``spark_master``, UI off, 2 shuffle partitions)."""
     from driftline.session import build_session
 
     data = base_platform.model_dump(mode="json")
-    data["spark"]["master"] = "local[2]"
+    data["spark"]["master"] = spark_master
     session = build_session(PlatformConfig.model_validate(data), "driftline-tests", testing=True)
     yield session
     session.stop()

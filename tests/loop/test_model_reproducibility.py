@@ -6,10 +6,14 @@ The second fit reads the same pinned version after the table has moved on (an ap
 with its rows in another partitioning, so nothing the model depends on may come from the
 table's files or the order Spark happens to read them in: the coefficients or every tree,
 the PCA loadings, the search table, the chosen parameters and threshold, the test metrics
-and each test prediction must be equal, not close."""
+and each test prediction must be equal: in structure exactly, in floating-point values to
+1e-12 relative (:func:`same`: Spark adds a job's partial sums in the order its tasks finish,
+so the last bit of a sum can change from run to run)."""
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import numpy as np
@@ -80,6 +84,26 @@ def _fingerprint(spark: SparkSession, uc: UseCaseConfig, result: TrainResult, pa
     }
 
 
+NUMBER = re.compile(r"-?\d+\.\d+(?:[eE][-+]?\d+)?")
+
+
+def same(a: Any, b: Any, rel: float = 1e-12) -> bool:
+    """Equal in structure and text, floats (also those printed in a tree's text) to ``rel``:
+    Spark merges a job's partial sums in the order its tasks finish, so a sum over partitions
+    can differ in its last bit from one run to the next (seen on CI: 0.3759521363183774 vs
+    ...771); anything more is a different model."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=rel, abs_tol=1e-15)
+    if isinstance(a, str) and isinstance(b, str):
+        return NUMBER.sub("#", a) == NUMBER.sub("#", b) and same(
+            [float(x) for x in NUMBER.findall(a)], [float(x) for x in NUMBER.findall(b)], rel)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k], rel) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same(x, y, rel) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 @pytest.mark.parametrize("estimator", list(CASES))
 def test_same_data_config_and_seed_give_the_same_model(
     spark: SparkSession, mlflow_platform: PlatformConfig, estimator: str
@@ -94,13 +118,13 @@ def test_same_data_config_and_seed_give_the_same_model(
 
     a, b = _fingerprint(spark, uc, first, path, 0), _fingerprint(spark, uc, second, path, 0)
     assert a["rows"] == b["rows"] and sum(a["rows"].values()) == 1200
-    assert a["search"] == b["search"] and len(a["search"]) == 2
+    assert same(a["search"], b["search"]) and len(a["search"]) == 2
     assert a["best"] == b["best"]
-    assert a["threshold"] == b["threshold"]
-    assert a["metrics"] == b["metrics"]
-    assert a["pca"] == b["pca"] and len(a["pca"]) == (1 if model.get("pca") else 0)
-    assert a["internals"] == b["internals"]
-    assert a["predictions"] == b["predictions"] and len(a["predictions"]) == a["rows"]["test"]
+    assert same(a["threshold"], b["threshold"])
+    assert same(a["metrics"], b["metrics"])
+    assert same(a["pca"], b["pca"]) and len(a["pca"]) == (1 if model.get("pca") else 0)
+    assert same(a["internals"], b["internals"])
+    assert same(a["predictions"], b["predictions"]) and len(a["predictions"]) == a["rows"]["test"]
     # a useful model, not a constant one (equal trivially)
     scores = np.array([p[1] for p in a["predictions"]])
     assert scores.std() > 0

@@ -16,6 +16,13 @@ from driftline.training import build_pipeline, model_spec
 
 
 @pytest.fixture(scope="session")
+def spark_master() -> str:
+    """local[2,3]: a failed task is retried up to 3 times, as on a cluster (issue 14's setting),
+    so a fault a retry absorbs is tested as users meet it."""
+    return "local[2,3]"
+
+
+@pytest.fixture(scope="session")
 def champion_run(spark: SparkSession, base_platform: PlatformConfig) -> str:
     """One small fitted fraud pipeline logged as an MLflow run (Spark flavour), for the whole run."""
     client_for(base_platform)

@@ -298,8 +298,8 @@ class ModelSpec(Strict):
     card: CardSpec = CardSpec()
     retention: RetentionSpec = RetentionSpec()
     # training rows are hash-partitioned by event id into this many partitions (sorted within),
-    # so the same data gives the same model on any cluster; Spark adds the partial sums of 3 or
-    # more partitions in the order their tasks finish, so only 1 or 2 give bit-identical models
+    # so the same data gives the same model on any cluster; Spark adds partial sums in the order
+    # tasks finish, so floating-point values can differ in their last bits (more so with more partitions)
     train_partitions: int = Field(2, ge=1)
 
     @model_validator(mode="after")
