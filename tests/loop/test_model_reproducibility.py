@@ -41,9 +41,12 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
         "split": {"method": "random", "fractions": [0.7, 0.15, 0.15], "seed": 11},
         "search": {"method": "random", "n": 3, "params": {"maxDepth": [3, 5]},
                    "validation": "cross_validation", "folds": 2, "parallelism": 2}}),
-    # time split, row subsampling from the seed, cross-validation
+    # time split, row subsampling from the seed, cross-validation; one training partition: on CI
+    # two fits on 2 partitions differed by 7.5e-6 in validation ROC AUC (the trees' candidate
+    # splits come from quantile summaries Spark merges in task-completion order)
     "gbt": ("fraud", {
         **FRAUD, "estimator": "gbt", "estimator_params": {"maxIter": 5, "maxDepth": 3, "subsamplingRate": 0.8},
+        "train_partitions": 1,
         "split": {"method": "time", "fractions": [0.7, 0.15, 0.15], "seed": 3},
         "search": {"method": "grid", "params": {"stepSize": [0.1, 0.3]}, "validation": "cross_validation",
                    "folds": 2, "parallelism": 2}}),
