@@ -696,7 +696,7 @@ def prepare(df: DataFrame, uc: UseCaseConfig, spec: ModelSpec) -> DataFrame:
     hash-partitioned by event id into ``model.train_partitions`` partitions and sorted within
     them: the rows every later step sees, and their order, depend on the data alone (not on
     the files of the table or the cluster), so the same data, config and seed give the same
-    model, its floating-point values equal to about 1e-12 (Spark merges partial sums in the
+    model, its floating-point values equal to about 1e-9 (Spark merges partial sums in the
     order tasks finish, which can change the last bits)."""
     label = uc.label.field
     cols = list(dict.fromkeys([uc.event_id, uc.entity_key, uc.event_time, *spec.features]))

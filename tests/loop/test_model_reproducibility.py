@@ -7,7 +7,7 @@ with its rows in another partitioning, so nothing the model depends on may come 
 table's files or the order Spark happens to read them in: the coefficients or every tree,
 the PCA loadings, the search table, the chosen parameters and threshold, the test metrics
 and each test prediction must be equal: in structure exactly, in floating-point values to
-1e-12 relative (:func:`same`: Spark adds a job's partial sums in the order its tasks finish,
+1e-9 relative (:func:`same`: Spark adds a job's partial sums in the order its tasks finish,
 so the last bit of a sum can change from run to run)."""
 
 from __future__ import annotations
@@ -90,13 +90,14 @@ def _fingerprint(spark: SparkSession, uc: UseCaseConfig, result: TrainResult, pa
 NUMBER = re.compile(r"-?\d+\.\d+(?:[eE][-+]?\d+)?")
 
 
-def same(a: Any, b: Any, rel: float = 1e-12) -> bool:
+def same(a: Any, b: Any, rel: float = 1e-9) -> bool:
     """Equal in structure and text, floats (also those printed in a tree's text) to ``rel``:
     Spark merges a job's partial sums in the order its tasks finish, so a sum over partitions
     can differ in its last bit from one run to the next (seen on CI: 0.3759521363183774 vs
-    ...771); anything more is a different model."""
+    ...771), and PCA's eigenvectors amplify that to ~1e-13 (seen on CI); anything more is a
+    different model."""
     if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=rel, abs_tol=1e-15)
+        return math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
     if isinstance(a, str) and isinstance(b, str):
         return NUMBER.sub("#", a) == NUMBER.sub("#", b) and same(
             [float(x) for x in NUMBER.findall(a)], [float(x) for x in NUMBER.findall(b)], rel)
