@@ -15,7 +15,9 @@ the statistics are computed with :mod:`driftline.drift`, the rows are MERGEd
 into the output tables by key (a replay rewrites the same rows) and the
 window's state is deleted, so state stays bounded by the lateness. Rows later
 than the watermark are dropped, as Spark's own watermark would, and counted: per window,
-metric ``late_events`` in ``monitoring/<uc>_quality``.
+metric ``late_events`` in ``monitoring/<uc>_quality``. The late counts stay in
+the state table only until they are MERGEd there (the next window close deletes
+them): a monitor that never stops holds the open windows and nothing else.
 
 Windows are tumbling and aligned to ``drift.origin``: the Unix epoch (default;
 a window that divides a day then starts at midnight UTC), an ISO 8601 time, or
@@ -696,7 +698,12 @@ class WindowEmitter:
     end the watermark has passed and delete its state. The rows dropped as late are counted in
     the same append (kind :data:`LATE`, per window) and their total per window is MERGEd into
     ``monitoring/<uc>_quality`` as metric ``late_events`` (column ``events``, ``predictions``
-    or ``labels``): nothing is dropped without a count a user can read. The watermark is the newest event time
+    or ``labels``): nothing is dropped without a count a user can read. Once MERGEd, the late
+    rows are deleted with the next closed windows' state, so the table levels off: when more
+    rows of a window arrive late after that, the append carries the window's count so far
+    (read from the quality table, batch id -1) beside them, and the MERGE writes the sum; a
+    replayed batch appends nothing and so MERGEs the same sum, or nothing once deleted.
+    The watermark is the newest event time
     seen minus ``drift.lateness``, or the end of the last window :meth:`flush` made final if
     that is later. Which windows are held, the newest event time and that end are read from
     the state table once, then followed in memory.
@@ -763,6 +770,7 @@ class WindowEmitter:
                    for r in rows if before is not None and r["window_end"] <= before
                    and (r["kind"], r["feature"]) in VOLUME_CELLS]
         late = sum(d[5] for d in dropped)
+        dropped = [*self._late_so_far(dropped), *dropped]
         if late:
             log.warning("monitor %s batch %d: %d rows of windows already emitted (ending at or before %s) "
                         "dropped as late, counted in %s (late_events)", self.source, batch_id, late, before,
@@ -783,13 +791,33 @@ class WindowEmitter:
         if wm is None or not closing:
             return {}
         written = self._emit(wm)
-        # forget the closed windows (the row saying how far windows are final stays)
+        # forget the closed windows and the late counts (MERGEd already); the row saying how far
+        # windows are final stays
         delete_rows(self.spark, self.path,
-                    (F.col("window_end") <= F.lit(wm)) & ~F.col("kind").isin(CLOSED, LATE))
+                    ((F.col("window_end") <= F.lit(wm)) & (F.col("kind") != F.lit(CLOSED)))
+                    | (F.col("kind") == F.lit(LATE)))
         self._ends -= closing
         log.info("monitor %s batch %d: emitted windows up to %s: %s", self.source, batch_id, wm, written)
         self._evaluate_alerts(closing, written)
         return written
+
+    def _late_so_far(self, dropped: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """One state row (batch id -1) per window and column of ``dropped`` with the late count
+        the quality table holds for it, where the state holds none (deleted after its MERGE)."""
+        ends = sorted({d[1] for d in dropped})
+        held = set() if not is_delta_table(self.spark, self.path) else {
+            (r["window_end"], r["feature"]) for r in read_delta(self.spark, self.path)
+            .where((F.col("kind") == F.lit(LATE)) & F.col("window_end").isin(*ends))
+            .select("window_end", "feature").distinct().collect()}
+        wanted = {(d[1], d[3]) for d in dropped} - held
+        path = output_paths(self.platform, self.uc)["quality"]
+        if not wanted or not is_delta_table(self.spark, path):
+            return []
+        so_far = (read_delta(self.spark, path)
+                  .where((F.col("metric") == F.lit("late_events")) & F.col("window_end").isin(*ends))
+                  .select("window_start", "window_end", "column", "value").collect())
+        return [(r["window_start"], r["window_end"], LATE, r["column"], "", int(r["value"]), None, None, None, None,
+                 -1) for r in so_far if (r["window_end"], r["column"]) in wanted and r["value"]]
 
     def _write_late(self, ends: Iterable[dt.datetime]) -> int:
         """MERGE the ``late_events`` quality rows of the windows ending at ``ends``: the rows
@@ -823,7 +851,8 @@ class WindowEmitter:
 
         The output rows are MERGEd first; then one commit replaces the state table with a
         single ``closed`` row (``window_end`` = the end of the last window emitted, ``newest`` =
-        the newest event time seen), so later rows of those windows are dropped as late. A
+        the newest event time seen), so later rows of those windows are dropped as late (the
+        late counts were MERGEd by :meth:`process`). A
         flush that stops between the two is repeated by the next one with the same counts;
         with no window held it writes nothing.
 
@@ -837,10 +866,7 @@ class WindowEmitter:
         written = self._emit(None)
         final_until, ends = max(self._ends), set(self._ends)
         marker = (final_until, final_until, CLOSED, "", "", 0, None, None, None, self._newest, -1)
-        late = [(r["window_start"], r["window_end"], LATE, r["feature"], "", int(r["n"]), None, None, None, None, -1)
-                for r in read_delta(self.spark, self.path).where(F.col("kind") == F.lit(LATE))
-                .groupBy("window_start", "window_end", "feature").agg(F.sum("n").alias("n")).collect()]
-        write_delta(self.spark.createDataFrame([marker, *late], STATE_SCHEMA), self.path, mode="overwrite")
+        write_delta(self.spark.createDataFrame([marker], STATE_SCHEMA), self.path, mode="overwrite")
         self._ends, self._final_until = set(), final_until
         log.info("monitor %s: run finished, windows up to %s emitted and final: %s", self.source, final_until,
                  written)
