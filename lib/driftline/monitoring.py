@@ -67,6 +67,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -673,7 +674,8 @@ def merge_rows(spark: SparkSession, rows: Sequence[Mapping[str, Any]], path: str
 
 def write_tables(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig,
                  tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, int]:
-    """MERGE the output rows of :func:`window_tables` into the monitoring tables."""
+    """MERGE the output rows of :func:`window_tables` into the monitoring tables. (Side by side
+    in threads they took as long on 2 cores: each MERGE is mostly driver work.)"""
     paths = output_paths(platform, uc)
     return {name: merge_rows(spark, rows, paths[name], OUTPUT_SCHEMAS[name], OUTPUT_KEYS[name])
             for name, rows in tables.items()}
@@ -761,16 +763,26 @@ class WindowEmitter:
                             window_tables(summed, self.profile, self.spec, self.uc, now))
 
     def process(self, counts: DataFrame, batch_id: int) -> dict[str, int]:
-        """Add one micro-batch's partial counts; emit and forget the windows that closed."""
+        """Add one micro-batch's partial counts; emit and forget the windows that closed. Logs
+        one line per batch with the time of each step (counts, append, late, emit, forget, alerts)."""
+        started, timings = time.monotonic(), {}
+
+        def lap(step: str, since: float) -> float:
+            now = time.monotonic()
+            timings[step] = now - since
+            return now
+
         before = self.watermark()
         rows = counts.select(*COUNT_SCHEMA.fieldNames()).collect()  # the batch's small count table
+        t = lap("counts", started)
         fresh = [r for r in rows if before is None or r["window_end"] > before]
         dropped = [(r["window_start"], r["window_end"], LATE, LATE_COLUMN[r["kind"]], "", int(r["n"]), None, None,
                     None, None, batch_id)
                    for r in rows if before is not None and r["window_end"] <= before
                    and (r["kind"], r["feature"]) in VOLUME_CELLS]
         late = sum(d[5] for d in dropped)
-        dropped = [*self._late_so_far(dropped), *dropped]
+        if dropped:
+            dropped = [*self._late_so_far(dropped), *dropped]
         if late:
             log.warning("monitor %s batch %d: %d rows of windows already emitted (ending at or before %s) "
                         "dropped as late, counted in %s (late_events)", self.source, batch_id, late, before,
@@ -779,8 +791,10 @@ class WindowEmitter:
             # one append with the batch's transaction id: a replay neither adds counts nor counts late rows again
             write_delta(self.spark.createDataFrame([*[(*r, batch_id) for r in fresh], *dropped], STATE_SCHEMA),
                         self.path, mode="append", txn=(self.app_id, batch_id))
+            t = lap("append", t)
         if dropped:
             self._write_late({d[1] for d in dropped})
+            t = lap("late", t)
         if fresh:
             self._ends |= {r["window_end"] for r in fresh}
             newest = max((r["newest"] for r in fresh if r["newest"] is not None), default=None)
@@ -788,17 +802,22 @@ class WindowEmitter:
                 self._newest = newest
         wm = self.watermark()
         closing = {e for e in self._ends if wm is not None and e <= wm}
-        if wm is None or not closing:
-            return {}
-        written = self._emit(wm)
-        # forget the closed windows and the late counts (MERGEd already); the row saying how far
-        # windows are final stays
-        delete_rows(self.spark, self.path,
-                    ((F.col("window_end") <= F.lit(wm)) & (F.col("kind") != F.lit(CLOSED)))
-                    | (F.col("kind") == F.lit(LATE)))
-        self._ends -= closing
-        log.info("monitor %s batch %d: emitted windows up to %s: %s", self.source, batch_id, wm, written)
-        self._evaluate_alerts(closing, written)
+        written: dict[str, int] = {}
+        if wm is not None and closing:
+            written = self._emit(wm)
+            t = lap("emit", t)
+            # forget the closed windows and the late counts (MERGEd already); the row saying how far
+            # windows are final stays
+            delete_rows(self.spark, self.path,
+                        ((F.col("window_end") <= F.lit(wm)) & (F.col("kind") != F.lit(CLOSED)))
+                        | (F.col("kind") == F.lit(LATE)))
+            self._ends -= closing
+            t = lap("forget", t)
+            self._evaluate_alerts(closing, written)
+            lap("alerts", t)
+        log.info("monitor %s batch %d: %d count rows, %d windows emitted%s in %.1fs (%s)", self.source, batch_id,
+                 len(rows), len(closing), f" up to {wm} {written}" if closing else "", time.monotonic() - started,
+                 ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
         return written
 
     def _late_so_far(self, dropped: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
