@@ -231,7 +231,8 @@ def fire_points(windows: Sequence[WindowStatus], rule: AlertRule) -> list[int]:
     return fired
 
 
-def tail_fire_points(tail: Sequence[WindowStatus], rule: AlertRule, first: datetime) -> list[int] | None:
+def tail_fire_points(tail: Sequence[WindowStatus], rule: AlertRule, first: datetime,
+                     last_fired: datetime | None = None) -> list[int] | None:
     """The windowed rule: indices of ``tail`` (the newest windows of a history, ordered by
     ``window_end``; what came before is unknown) at which :func:`fire_points` over the whole
     history fires, among the windows ending at or after ``first``; None when the tail is too
@@ -248,6 +249,15 @@ def tail_fire_points(tail: Sequence[WindowStatus], rule: AlertRule, first: datet
 
         tail_fire_points(ws[2:], AlertRule(), ws[9].window_end)   # [7]: ws[9]
         tail_fire_points(ws[6:], AlertRule(), ws[9].window_end)   # None: too short to tell
+
+    A drift that lasts leaves no such point: every window can fire. ``last_fired``, the
+    ``window_end`` of the last alert the whole history raised before ``first`` (the newest
+    recorded one), anchors the replay instead, when that window is in the tail with ``m - 1``
+    windows before it (so the tail confirms it could fire): the cooldown after it does not
+    depend on anything earlier. With ``xxxxxxxxxx`` the whole history fires at 1, 5 and 9::
+
+        tail_fire_points(ws[3:], AlertRule(), ws[9].window_end)                              # None
+        tail_fire_points(ws[3:], AlertRule(), ws[9].window_end, last_fired=ws[5].window_end)  # [6]: ws[9]
     """
     if not isinstance(rule, AlertRule):
         raise TypeError(f"rule: expected AlertRule, got {type(rule).__name__}")
@@ -270,9 +280,13 @@ def tail_fire_points(tail: Sequence[WindowStatus], rule: AlertRule, first: datet
             if run >= rule.cooldown:
                 free = i + 1
                 break
-    if free is None or free > start:
-        return None
     fired: list[int] = []
+    if free is None or free > start:
+        anchor = None if last_fired is None else next(
+            (i for i, w in enumerate(tail[:start]) if _utc(w.window_end) == _utc(last_fired)), None)
+        if anchor is None or anchor < rule.m - 1 or not can_fire(anchor):
+            return None
+        free, fired = anchor + 1, [anchor]
     for i in range(free, len(tail)):
         if can_fire(i) and not (fired and i - fired[-1] <= rule.cooldown):
             fired.append(i)
@@ -434,6 +448,15 @@ def recorded_ids(spark: SparkSession, path: str, ids: Sequence[str]) -> set[str]
     return {r["alert_id"] for r in rows.collect()}
 
 
+def last_recorded(spark: SparkSession, path: str, before: datetime) -> datetime | None:
+    """The ``window_end`` of the newest alert the table at ``path`` holds ending before ``before``."""
+    if not is_delta_table(spark, path):
+        return None
+    row = (read_delta(spark, path).where(F.col("window_end") < F.lit(_utc(before)))
+           .agg(F.unix_micros(F.max("window_end")).alias("us")).first())
+    return None if row is None or row["us"] is None else _from_micros(int(row["us"]))
+
+
 def publish(platform: PlatformConfig, topic: str, alerts: Sequence[Alert], timeout_s: float = 30.0) -> None:
     """Publish each alert as JSON (key: its id) and wait for the broker's acknowledgement;
     :class:`BrokerError` when any was not acknowledged."""
@@ -463,17 +486,27 @@ def lookback(rule: AlertRule, window_s: int) -> timedelta:
 
 def rule_alerts(
     usecase: str, rule: AlertRule, read: Callable[[datetime | None], list[WindowStatus]], since: datetime | None,
-    window_s: int, now: datetime | None = None,
+    window_s: int, now: datetime | None = None, last_alert: Callable[[datetime], datetime | None] | None = None,
 ) -> list[Alert]:
     """The alerts the rule raises, read through ``read(bound)`` (the windows ending at or after
     ``bound``, None: all). With ``since`` None: over the whole history. With ``since``: the
     alerts at windows ending at or after it, from the windows read since :func:`lookback`
-    before it (:func:`tail_fire_points`), or when those do not settle the rule, from the
-    whole history (the alerts before ``since`` too; recorded ones are filtered later)."""
+    before it (:func:`tail_fire_points`); when those do not settle the rule (a drift that
+    lasts), from the windows since the last recorded alert before ``since``
+    (``last_alert(since)``: its ``window_end``, None when there is none), which anchors the
+    cooldown; only when neither settles it, from the whole history (the alerts before
+    ``since`` too; recorded ones are filtered later)."""
     points: list[int] | None = None
     if since is not None:
-        windows = read(_utc(since) - lookback(rule, window_s))
+        bound = _utc(since) - lookback(rule, window_s)
+        windows = read(bound)
         points = tail_fire_points(windows, rule, since)
+        anchor = last_alert(_utc(since)) if points is None and last_alert is not None else None
+        if anchor is not None:
+            context = _utc(anchor) - timedelta(seconds=rule.m * window_s)
+            if context < bound:
+                windows = read(context)
+            points = tail_fire_points(windows, rule, since, last_fired=anchor)
         if points is None:
             log.info("alerts %s: the %d windows read before %s do not settle the rule; reading the whole "
                      "history", usecase, len(windows), _iso(since))
@@ -506,11 +539,12 @@ def evaluate_alerts(
             print(alert.summary())
     """
     rule = alert_rule(uc)
+    path = monitoring_path(platform, uc, "alerts")
     alerts = rule_alerts(uc.name, rule, lambda bound: read_windows(spark, platform, uc, rule.sources, since=bound),
-                         None if dry_run else since, uc.drift.window_s, now)
+                         None if dry_run else since, uc.drift.window_s, now,
+                         last_alert=lambda before: last_recorded(spark, path, before))
     if dry_run:
         return alerts
-    path = monitoring_path(platform, uc, "alerts")
     known = recorded_ids(spark, path, [a.alert_id for a in alerts])
     new = [a for a in alerts if a.alert_id not in known]
     if not new:

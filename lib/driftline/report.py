@@ -256,7 +256,7 @@ def drift_matrix(drift: pd.DataFrame, statistic: str = "psi") -> tuple[pd.DataFr
     values = values.sort_index().sort_index(axis=1)
     flags = drift.assign(drifted=drift["drifted"].fillna(False).astype(bool)).pivot_table(
         index="feature", columns="window_start", values="drifted", aggfunc="any")
-    drifted = flags.reindex(index=values.index, columns=values.columns).fillna(False).astype(bool)
+    drifted = flags.reindex(index=values.index, columns=values.columns).eq(True)  # a window without a flag: False
     values.columns.name = drifted.columns.name = "window_start"
     return values, drifted
 

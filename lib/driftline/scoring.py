@@ -546,8 +546,9 @@ class BatchScorer:
             started = time.monotonic()
             self.models[version] = mlflow.spark.load_model(f"models:/{self.name}/{version}")
             self.thresholds[version] = version_threshold(client, self.uc, version)
-            log.info("loaded %s v%d (threshold %.6g) in %.1fs", self.name, version, self.thresholds[version],
-                     time.monotonic() - started)
+            rule = (f"threshold {self.thresholds[version]:.6g}" if self.uc.label.kind == "binary"
+                    else "regression: no threshold")
+            log.info("loaded %s v%d (%s) in %.1fs", self.name, version, rule, time.monotonic() - started)
         return self.models[version]
 
     def warm_up(self) -> None:
