@@ -272,7 +272,10 @@ class DemoProgress:
         versions = f"champion v{status.get('champion')}"
         if status.get("challenger") is not None:
             versions += f", challenger v{status.get('challenger')} ({status.get('routing')})"
-        self.echo(f"  [{self._clock()}] {status.get('phase')} | produced {self.produced:,} | scored "
+        phase = str(status.get("phase"))
+        if status.get("retraining"):
+            phase += " + retraining"
+        self.echo(f"  [{self._clock()}] {phase} | produced {self.produced:,} | scored "
                   f"{status.get('scored_rows', 0):,} ({status.get('rows_per_s', 0.0):.0f}/s) | {drift} | "
                   f"{len(status.get('alerts') or [])} alerts | {versions}")
 
@@ -302,8 +305,14 @@ def _narrate(progress: DemoProgress, status: dict[str, Any]) -> None:
         progress.event(f"alert:{alert.get('alert_id')}",
                        f"ALERT {alert.get('alert_id')} at window end {alert.get('window_end')}: "
                        f"{', '.join(subjects[:6]) or 'see monitoring/<uc>_alerts'}")
+    started = status.get("retraining") or {}
+    done = {r.get("alert_id") for r in status.get("retrains") or [] if r.get("action") == "retrained"}
+    for alert_id in [started.get("alert_id"), *sorted(done)]:
+        if alert_id:  # said once, when it starts (or, if missed between two reads, when it is done)
+            progress.event(f"retrain-start:{alert_id}", f"retraining on alert {alert_id}: ingest → validate → "
+                                                        "features → train → gate (a few minutes beside the queries)")
     for r in status.get("retrains") or []:
-        progress.event(f"retrain:{r.get('alert_id')}", f"retraining on alert {r.get('alert_id')}: {r.get('action')}, "
+        progress.event(f"retrain:{r.get('alert_id')}", f"retrain on alert {r.get('alert_id')}: {r.get('action')}, "
                                                        f"{r.get('detail')}")
     for v in status.get("shadowed") or []:
         progress.event(f"shadow:{v}", f"challenger v{v} in shadow: scored on every event, never served")

@@ -132,11 +132,13 @@ def test_monitor_alert_retrains_into_shadow(spark: SparkSession, broker_platform
     # thread while the monitor runs again: it evaluates the new window and publishes nothing new
     produce_usecase(platform, uc, events=200, seed=6, flush_labels=True, start=minute(30))
     seen: list[pipeline.AlertHandled] = []
+    started: list[tuple[str, int]] = []  # (alert id, versions registered when its retraining started)
     result: dict[str, Any] = {}
 
     def consume() -> None:
-        result["handled"] = pipeline.run_on_alert(spark, platform, uc, max_alerts=1, timeout_s=400,
-                                                  on_handled=seen.append)
+        result["handled"] = pipeline.run_on_alert(
+            spark, platform, uc, max_alerts=1, timeout_s=400, on_handled=seen.append,
+            on_start=lambda a: started.append((a.alert_id, len(client.search_model_versions(f"name='{name}'")))))
 
     retrainer = threading.Thread(target=consume, name="retrain-test")
     retrainer.start()
@@ -150,6 +152,7 @@ def test_monitor_alert_retrains_into_shadow(spark: SparkSession, broker_platform
     # ---- the retrain: the gate passes and the new version goes to shadow
     handled = result["handled"]
     assert [(h.alert_id, h.action) for h in handled] == [(alert.alert_id, "retrained")] and seen == handled
+    assert started == [(alert.alert_id, 1)]  # said before the new version was registered
     outcome = handled[0].outcome
     assert outcome is not None and outcome.version == 2 and outcome.ingested["events"] == 1350
     assert (outcome.gate, outcome.promoted) == ("shadow_start", False)

@@ -20,7 +20,7 @@ from driftline.cli.context import Context, pass_ctx
 @pass_ctx
 def demo(ctx: Context, usecase: str, events: int | None, seed: int, live_timeout_s: float, smoke: bool,
          keep_broker: bool) -> None:
-    """Run the closed loop live on the embedded defaults and say what it did (about 12 minutes on 2 cores; the goal is 10).
+    """Run the closed loop live on the embedded defaults and say what it did (about 10 minutes on 2 cores).
 
     \b
     1 history   24 h of simulated events and labels published to Kafka

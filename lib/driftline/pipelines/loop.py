@@ -75,6 +75,7 @@ class LoopStatus:
     routing: str = ""
     alerts: list[dict[str, Any]] = field(default_factory=list)
     retrains: list[dict[str, Any]] = field(default_factory=list)
+    retraining: dict[str, Any] | None = None  # the alert being retrained on now (alert_id, at)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     shadowed: list[int] = field(default_factory=list)  # versions that entered shadow during this run
     settled: dict[str, Any] | None = None
@@ -149,7 +150,8 @@ class Loop:
 
         def consume() -> None:
             try:
-                run_on_alert(self.spark, self.platform, self.uc, stop=self.stop, on_handled=self._on_alert)
+                run_on_alert(self.spark, self.platform, self.uc, stop=self.stop, on_handled=self._on_alert,
+                             on_start=self._on_retrain)
             except Exception as e:  # noqa: BLE001 - reported by the main loop, which stops
                 log.exception("loop %s: the retrain thread failed", self.uc.name)
                 self.status.error = f"retrain: {e}"
@@ -158,8 +160,14 @@ class Loop:
         self.retrainer = threading.Thread(target=consume, name=f"retrain-{self.uc.name}", daemon=True)
         self.retrainer.start()
 
+    def _on_retrain(self, alert: Any) -> None:
+        with self._lock:
+            self.status.retraining = {"alert_id": alert.alert_id, "at": time.time()}
+
     def _on_alert(self, handled: Any) -> None:
         with self._lock:
+            if self.status.retraining and self.status.retraining.get("alert_id") == handled.alert_id:
+                self.status.retraining = None
             self.status.retrains.append({"alert_id": handled.alert_id, "action": handled.action,
                                          "detail": handled.detail, "at": time.time()})
 

@@ -244,13 +244,15 @@ def run_on_alert(
     poll_s: float = 1.0,
     stop: threading.Event | None = None,
     on_handled: Callable[[AlertHandled], None] | None = None,
+    on_start: Callable[[Alert], None] | None = None,
 ) -> list[AlertHandled]:
     """Consume ``<uc>.alerts`` and run the pipeline for each new alert asking for it;
     stop after ``max_alerts`` messages (retrained, skipped or invalid), ``timeout_s``
     seconds (default: never) or, from another thread, once ``stop`` is set: within one
     poll (``poll_s``) when waiting, after the alert being handled otherwise (its offset is
-    committed first). ``on_handled`` is called with each message's :class:`AlertHandled`
-    after its offset was committed (an exception in it is logged, not raised), so a
+    committed first). ``on_start`` is called with an alert when its retraining starts, and
+    ``on_handled`` with each message's :class:`AlertHandled` after its offset was committed
+    (an exception in either is logged, not raised), so a
     long-running process (``driftline run``) can run this in a thread and follow it.
 
     Example::
@@ -290,7 +292,7 @@ def run_on_alert(
             if msg.error():
                 log.warning("pipeline %s: consumer: %s", usecase.name, msg.error())
                 continue
-            item = _handle(spark, platform, usecase, msg.value(), force)
+            item = _handle(spark, platform, usecase, msg.value(), force, on_start)
             log.info("pipeline %s: alert %s at %s[%d]@%d: %s: %s", usecase.name, item.alert_id, topic,
                      msg.partition(), msg.offset(), item.action, item.detail)
             consumer.commit(message=msg, asynchronous=False)
@@ -306,7 +308,8 @@ def run_on_alert(
 
 
 def _handle(
-    spark: SparkSession, platform: PlatformConfig, usecase: UseCaseConfig, value: bytes | None, force: bool
+    spark: SparkSession, platform: PlatformConfig, usecase: UseCaseConfig, value: bytes | None, force: bool,
+    on_start: Callable[[Alert], None] | None = None,
 ) -> AlertHandled:
     try:
         alert = Alert.from_json(value or b"")
@@ -325,6 +328,11 @@ def _handle(
                             f"challenger v{busy} is in progressive delivery: it is promoted or retired first "
                             "(the monitor raises new alerts while the drift lasts)")
     log.info("pipeline %s: %s", usecase.name, alert.summary())
+    if on_start is not None:
+        try:
+            on_start(alert)
+        except Exception:  # noqa: BLE001 - the caller's callback must not stop the retraining
+            log.exception("pipeline %s: on_start failed for alert %s", usecase.name, alert.alert_id)
     outcome = run(spark, platform, usecase, reason=alert_reason(alert.alert_id), force=force)
     detail = outcome.skipped or f"new challenger v{outcome.version} ({outcome.gate or 'not gated'})"
     return AlertHandled(alert.alert_id, "retrained", detail, outcome)
