@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -51,44 +51,46 @@ def test_the_docstring_example() -> None:
     assert tail_fire_points(ws[6:], AlertRule(), ws[9].window_end) is None
 
 
-@pytest.mark.parametrize("rule", RULES, ids=lambda r: f"n{r.n}m{r.m}c{r.cooldown}")
-def test_every_tail_that_settles_the_rule_gives_the_whole_history_answer(rule: AlertRule) -> None:
-    rng = random.Random(rule.n * 100 + rule.m * 10 + rule.cooldown)
-    settled = 0
+def tails(seed: int, rule: AlertRule, shares: Sequence[float]) -> Iterator[tuple[list[WindowStatus], list[int], int, int]]:
+    """150 random histories (bad with one of ``shares``), each with its whole-history fire
+    points and every (tail start k, first changed window j) with k <= j <= len."""
+    rng = random.Random(seed + rule.n * 100 + rule.m * 10 + rule.cooldown)
     for _ in range(150):
-        bad_share = rng.choice([0.1, 0.3, 0.6, 0.9])
+        bad_share = rng.choice(list(shares))
         ws = [window(i, rng.random() < bad_share) for i in range(rng.randint(1, 30))]
         full = fire_points(ws, rule)
         for k in range(len(ws)):
             for j in range(k, len(ws) + 1):
-                first = ws[j].window_end if j < len(ws) else ws[-1].window_end + timedelta(seconds=1)
-                got = tail_fire_points(ws[k:], rule, first)
-                if got is None:  # without a cooldown, only a tail shorter than m - 1 cannot tell
-                    assert rule.cooldown > 0 or j - k < rule.m - 1
-                    continue
-                settled += 1
-                assert [k + i for i in got] == [i for i in full if i >= j], (ws, k, j)
+                yield ws, full, k, j
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: f"n{r.n}m{r.m}c{r.cooldown}")
+def test_every_tail_that_settles_the_rule_gives_the_whole_history_answer(rule: AlertRule) -> None:
+    settled = 0
+    for ws, full, k, j in tails(0, rule, [0.1, 0.3, 0.6, 0.9]):
+        first = ws[j].window_end if j < len(ws) else ws[-1].window_end + timedelta(seconds=1)
+        got = tail_fire_points(ws[k:], rule, first)
+        if got is None:  # without a cooldown, only a tail shorter than m - 1 cannot tell
+            assert rule.cooldown > 0 or j - k < rule.m - 1
+            continue
+        settled += 1
+        assert [k + i for i in got] == [i for i in full if i >= j], (ws, k, j)
     assert settled > 1000
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: f"n{r.n}m{r.m}c{r.cooldown}")
 def test_the_last_alert_before_the_tail_anchors_it_and_gives_the_whole_history_answer(rule: AlertRule) -> None:
-    rng = random.Random(7 + rule.n * 100 + rule.m * 10 + rule.cooldown)
     anchored = 0
-    for _ in range(150):
-        bad_share = rng.choice([0.3, 0.6, 0.9, 1.0])
-        ws = [window(i, rng.random() < bad_share) for i in range(rng.randint(1, 30))]
-        full = fire_points(ws, rule)
-        for k in range(len(ws)):
-            for j in range(k + 1, len(ws)):
-                before = [i for i in full if i < j]
-                last = ws[before[-1]].window_end if before else None
-                got = tail_fire_points(ws[k:], rule, ws[j].window_end, last_fired=last)
-                plain = tail_fire_points(ws[k:], rule, ws[j].window_end)
-                if got is None:
-                    continue
-                anchored += plain is None
-                assert [k + i for i in got] == [i for i in full if i >= j], (ws, k, j)
+    for ws, full, k, j in tails(7, rule, [0.3, 0.6, 0.9, 1.0]):
+        if j in (k, len(ws)):
+            continue
+        before = [i for i in full if i < j]
+        last = ws[before[-1]].window_end if before else None
+        got = tail_fire_points(ws[k:], rule, ws[j].window_end, last_fired=last)
+        if got is None:
+            continue
+        anchored += tail_fire_points(ws[k:], rule, ws[j].window_end) is None
+        assert [k + i for i in got] == [i for i in full if i >= j], (ws, k, j)
     assert rule.cooldown == 0 or anchored > 100
 
 
