@@ -187,6 +187,22 @@ def under_evaluation(platform: PlatformConfig, uc: UseCaseConfig) -> int | None:
     return chall if started else None
 
 
+def champion_since(platform: PlatformConfig, uc: UseCaseConfig) -> tuple[int, datetime] | None:
+    """(version, when) of the latest change of champion in ``audit/<uc>_model_events`` (a
+    promotion or a rollback, naive UTC), or None before the first one. An alert raised
+    before that moment judged windows the previous champion scored (and the monitor's
+    previous reference): retraining on it would answer a question about a model no longer
+    serving (:func:`driftline.pipelines.retrain.run_on_alert` skips it).
+
+    Example::
+
+        champion_since(platform, load_usecase("fraud"))   # (2, datetime(2026, 12, 7, 20, 51))
+    """
+    changes = [r for r in audit_rows(platform, uc)
+               if r["action"] in ("promote", "rollback") and r["to_version"] is not None and r["event_time"]]
+    return (int(changes[-1]["to_version"]), changes[-1]["event_time"]) if changes else None
+
+
 # --------------------------------------------------------------------------- the decision
 
 

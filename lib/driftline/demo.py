@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -334,6 +335,41 @@ def _start_loop(uc_path: Path, status_file: Path, log_file: Path, overrides: tup
         return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def python_children(pid: int) -> list[int]:
+    """The Python processes among ``pid``'s children (Linux ``/proc``): under ``spark-submit`` the
+    process started is the JVM, and the driver's Python is its child."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()  # "pid (comm) state ppid ..."
+        except OSError:
+            continue  # the process ended meanwhile
+        comm, fields = text[text.find("(") + 1:text.rfind(")")], text[text.rfind(")") + 1:].split()
+        if int(fields[1]) == pid and comm.startswith("python"):
+            found.append(int(stat.parent.name))
+    return found
+
+
+def stop_loop(loop: subprocess.Popen[bytes], wait_s: float = 120.0) -> int:
+    """Stop ``streaming/loop.py`` cleanly; its exit code. SIGTERM goes to the driver's Python
+    process, which stops the queries after their running micro-batches and lets the retrain
+    thread finish (``signal`` in the loop's docstring). Sent to the spark-submit process, the
+    JVM, it would stop the SparkContext under the running queries (exit 143). The JVM itself
+    gets SIGTERM only when no Python driver is found or it has not stopped after ``wait_s``."""
+    if loop.poll() is None:
+        drivers = python_children(loop.pid)
+        for pid in drivers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        if not drivers:
+            loop.terminate()
+        try:
+            return loop.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            loop.terminate()
+    return loop.wait()
+
+
 def run_demo(
     platform: PlatformConfig,
     usecase: str = "fraud",
@@ -435,9 +471,7 @@ def run_demo(
             _narrate(progress, status)
         finally:
             stop.set()
-            if loop.poll() is None:
-                loop.terminate()  # SIGTERM: the running micro-batches finish, then the loop stops
-            code = loop.wait()
+            code = stop_loop(loop)
             if producer.is_alive():
                 producer.join()
         status = _read_status(status_file)

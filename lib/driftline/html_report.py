@@ -788,7 +788,7 @@ def _score_chart(data: ReportData) -> Chart:
     if data.profile and reference:
         shares = score_shares(preds, list(reference["edges"]), reference["counts"],
                               f"reference (champion v{data.profile.get('model_version')})")
-        why = "the reference is the score distribution logged with the champion's model (its test split)"
+        why = "the reference is the score distribution logged with the champion's model (its scores on the training history)"
     else:
         scores = preds["score"].dropna()
         low, high = (0.0, 1.0) if uc.label.kind == "binary" or scores.empty else (float(scores.min()),

@@ -231,7 +231,7 @@ def build_reference_profile(
 
     Example::
 
-        profile = build_reference_profile(train, ["amount"], ["country"], scores=test_scored, bins=10)
+        profile = build_reference_profile(train, ["amount"], ["country"], scores=history_scored, bins=10)
         json.dumps(profile)  # what is logged as reference_profile.json
     """
     if bins < 2:

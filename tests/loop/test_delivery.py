@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,9 +30,11 @@ from pyspark.sql.streaming import StreamingQuery
 from scipy import stats
 
 from driftline import delivery
+from driftline.alerts import Alert
 from driftline.config import PlatformConfig, UseCaseConfig, load_usecase
 from driftline.kafka.broker import EmbeddedBroker
 from driftline.kafka.spark import raw_records, read_kafka_batch
+from driftline.pipelines.retrain import stale
 from driftline.produce import produce_usecase
 from driftline.registry import (
     CHALLENGER,
@@ -259,7 +261,9 @@ def test_a_better_challenger_ramps_on_evidence_to_champion(
             produce_round(platform, uc, k)
             wait_served(platform, uc, query, (k + 1) * PER_ROUND)
             lap(f"round {k}: produced and scored")
+            before_step = datetime.now(UTC)
             decision = delivery.step(spark, platform, uc)
+            after_step = datetime.now(UTC)
             lap(f"round {k}: step {decision.timings}")
             assert (decision.stage, decision.share, decision.action, decision.applied) == (
                 stage, share, action, True), decision.describe()
@@ -283,6 +287,15 @@ def test_a_better_challenger_ramps_on_evidence_to_champion(
 
         assert alias_version(client, name, CHAMPION) == 2
         assert delivery.step(spark, platform, uc).action == "idle"  # promoted: nothing left to deliver
+        # an alert raised before the promotion judged v1: retraining on alert skips it; a later one is not
+        since = delivery.champion_since(platform, uc)
+        assert since is not None and since[0] == 2
+        assert before_step.replace(tzinfo=None) <= since[1] <= after_step.replace(tzinfo=None)
+        old_alert, new_alert = (Alert(alert_id=f"a{i}", usecase=uc.name, window_start=t, window_end=t, bad_windows=2,
+                                      windows=3, reasons=(), rule={}, created_at=t)
+                                for i, t in enumerate((before_step, after_step + timedelta(seconds=1))))
+        assert "before v2 became champion" in (stale(old_alert, since) or "")
+        assert stale(new_alert, since) is None
         # the running query switches to the new champion at its next batch
         produce_round(platform, uc, 3, n=200)
         wait_served(platform, uc, query, 3 * PER_ROUND + 200)

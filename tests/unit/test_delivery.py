@@ -5,7 +5,7 @@ audit map; and the report's delivery table."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -107,3 +107,24 @@ def test_the_report_puts_both_models_of_an_evaluation_on_one_row() -> None:
     assert table[["champion", "challenger", "labelled", "action"]].to_dict("list") == {
         "champion": ["v1", "v1"], "challenger": ["v2", "v2"], "labelled": [100, 200], "action": ["hold", "advance"]}
     assert table["champion value"].tolist() == [0.80, 0.80] and table["challenger value"].tolist() == [0.84, 0.84]
+
+
+def test_an_alert_raised_before_the_latest_change_of_champion_is_stale() -> None:
+    from driftline.alerts import Alert
+    from driftline.pipelines.retrain import stale
+
+    def alert(created: datetime) -> Alert:
+        return Alert(alert_id="a", usecase="fraud", window_start=created, window_end=created, bad_windows=2,
+                     windows=3, reasons=(), rule={}, created_at=created)
+
+    promoted = datetime(2026, 12, 7, 20, 51, 0)  # naive UTC, as the audit rows are read
+    earlier = datetime(2026, 12, 7, 20, 50, 55, 700000, tzinfo=UTC)
+    assert stale(alert(earlier), (2, promoted)) == (
+        "raised at 20:50:55 before v2 became champion at 20:51:00 UTC: it judged the previous model; "
+        "v2 is watched by its own windows")
+    assert stale(alert(earlier), None) is None                                   # no champion change yet
+    assert stale(alert(promoted.replace(tzinfo=UTC)), (2, promoted)) is None     # at the change: the new one's
+    # another time zone: compared in UTC (20:50:59 UTC is before the change)
+    cet = timezone(timedelta(hours=1))
+    assert stale(alert(datetime(2026, 12, 7, 21, 50, 59, tzinfo=cet)), (2, promoted)) is not None
+    assert stale(alert(datetime(2026, 12, 7, 21, 51, 1, tzinfo=cet)), (2, promoted)) is None

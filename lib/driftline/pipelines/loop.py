@@ -23,9 +23,11 @@ routing, versions, alerts, the last delivery decision) for a progress display; `
 demo`` reads it. ``--until settled`` stops once a challenger that entered shadow during this
 run has been promoted or retired; ``--timeout-s`` stops after that many seconds.
 
-SIGTERM or Ctrl-C stops cleanly: the running micro-batches finish, the retrain thread
-finishes the alert it is handling (its offset is committed only then), and the queries stop;
-the checkpoints resume where they stopped.
+SIGTERM or SIGINT to this Python process stops cleanly: the running micro-batches finish, the
+retrain thread finishes the alert it is handling (its offset is committed only then), and the
+queries stop; the checkpoints resume where they stopped. Under ``./spark-submit.sh`` the process
+started is the JVM, this process its child (``pkill -TERM -P <pid> python``); a SIGTERM to the
+JVM stops the SparkContext under the queries (exit 143; the checkpoints replay the batch).
 
 Exit codes: 0 stopped cleanly (or settled), 1 a query or the retrain thread failed, 2 bad
 arguments or configuration, 4 ``--timeout-s`` passed before ``--until`` was met.

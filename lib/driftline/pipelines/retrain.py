@@ -32,7 +32,9 @@ challenger, empty when nothing was trained). An alert is skipped when a
 raised (that retrain already used fresher data), when it says
 ``retrain: false``, or while a challenger is in progressive delivery (shadow or canary:
 :func:`driftline.delivery.under_evaluation`; a second challenger would replace it before the
-evidence on it is in, and the monitor raises new alerts while the drift lasts). A malformed
+evidence on it is in, and the monitor raises new alerts while the drift lasts), or when it
+was raised before the latest promotion or rollback (it judged the previous champion:
+:func:`driftline.delivery.champion_since`). A malformed
 message is logged and skipped, never retried.
 
 Exit codes: 0 done, 2 bad arguments, configuration or missing input,
@@ -55,7 +57,7 @@ from pyspark.sql import functions as F
 
 from driftline.alerts import Alert
 from driftline.config import PlatformConfig, UseCaseConfig
-from driftline.delivery import under_evaluation
+from driftline.delivery import champion_since, under_evaluation
 from driftline.delta import delta_version
 from driftline.errors import UsageError
 from driftline.jobs import JobContext, entry_point
@@ -307,6 +309,21 @@ def run_on_alert(
     return handled
 
 
+def stale(alert: Alert, since: tuple[int, datetime] | None) -> str | None:
+    """Why ``alert`` is about a champion that no longer serves, or None: it was raised before
+    the latest promotion or rollback (``since``: version, naive UTC time, from
+    :func:`driftline.delivery.champion_since`), so its windows judged the previous model.
+    The new champion gets its own windows and, if the drift lasts, its own alert."""
+    if since is None:
+        return None
+    version, when = since
+    raised = alert.created_at.astimezone(UTC).replace(tzinfo=None)
+    if raised >= when:
+        return None
+    return (f"raised at {raised:%H:%M:%S} before v{version} became champion at {when:%H:%M:%S} UTC: it judged "
+            f"the previous model; v{version} is watched by its own windows")
+
+
 def _handle(
     spark: SparkSession, platform: PlatformConfig, usecase: UseCaseConfig, value: bytes | None, force: bool,
     on_start: Callable[[Alert], None] | None = None,
@@ -327,6 +344,9 @@ def _handle(
         return AlertHandled(alert.alert_id, "skipped",
                             f"challenger v{busy} is in progressive delivery: it is promoted or retired first "
                             "(the monitor raises new alerts while the drift lasts)")
+    why = stale(alert, champion_since(platform, usecase))
+    if why:
+        return AlertHandled(alert.alert_id, "skipped", why)
     log.info("pipeline %s: %s", usecase.name, alert.summary())
     if on_start is not None:
         try:

@@ -114,7 +114,11 @@ def run(
         splits = split_dataset(prepared, usecase, spec.split)
         result = fit(splits, usecase, spec)
         log.info("%s: test metrics %s", usecase.name, result.metrics)
-        scores = score_frame(result.model, splits.test, usecase.label.kind, keep=[usecase.event_time])
+        # the score's drift reference: every labelled row of the history, not the test split
+        # alone. With a time split the test split is the last hours of one time of day, and
+        # scores that follow the time of day (delivery times at rush hour) would then drift
+        # at any other hour without any change in the data.
+        scores = score_frame(result.model, splits.tagged, usecase.label.kind, keep=[usecase.event_time])
         profile = build_reference_profile(
             splits.train, spec.numeric, spec.categorical, scores=scores, score_kind=usecase.label.kind,
             bins=spec.profile.bins, rel_error=spec.profile.rel_error,
