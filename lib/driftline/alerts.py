@@ -49,15 +49,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
 from driftline import catalog
 from driftline.catalog import ALERTS_SCHEMA
 from driftline.config import PlatformConfig, UseCaseConfig
 from driftline.config.sections import SOURCES, AlertRule, Source
-from driftline.delta import is_delta_table, merge_new_rows, read_delta, rows_local
+from driftline.delta import arrow_table, in_object_store, local_table, merge_new_rows, rows_local
 from driftline.errors import BrokerError, UsageError
 from driftline.kafka.gaps import Gap
 
@@ -327,89 +327,110 @@ def monitoring_path(platform: PlatformConfig, uc: UseCaseConfig, kind: str) -> s
     return catalog.path(platform, kind, uc)
 
 
-def flagged_rows(df: DataFrame, source: Source) -> DataFrame:
-    """The rows of one monitoring table in a common shape, only its latest computation per
-    window: window_start, window_end, source, flagged, subject, statistic, value, threshold, p_adjusted."""
+def flagged_rows(frame: pd.DataFrame, source: Source) -> pd.DataFrame:
+    """The rows of one monitoring table (a pandas frame of its :data:`REQUIRED_COLUMNS`) in a
+    common shape, only its latest computation per window: window_start, window_end (UTC),
+    source, flagged, subject, statistic, value, threshold, p_adjusted."""
+    import pandas as pd
+
+    if frame.empty:
+        return pd.DataFrame(columns=["window_start", "window_end", "source", "flagged", "subject", "statistic",
+                                     "value", "threshold", "p_adjusted"])
+    f = frame.assign(window_start=pd.to_datetime(frame["window_start"], utc=True),
+                     window_end=pd.to_datetime(frame["window_end"], utc=True),
+                     computed_at=pd.to_datetime(frame["computed_at"], utc=True))
+    latest = f.groupby(["window_start", "window_end"])["computed_at"].transform("max")
+    f = f[f["computed_at"] == latest]  # a null computed_at is never the latest, as in SQL
     if source == "drift":
-        flag, subject, statistic = F.col("drifted"), F.col("feature"), F.col("statistic")
-        p_adjusted = F.col("p_adjusted").cast("double")
+        flag, subject, statistic, p_adjusted = f["drifted"], f["feature"], f["statistic"], f["p_adjusted"]
     elif source == "quality":
-        flag, statistic = F.col("breached"), F.col("metric")
-        subject = F.when(F.col("column").isNull(), F.col("metric")).otherwise(F.col("column"))
-        p_adjusted = F.lit(None).cast("double")
+        flag, statistic = f["breached"], f["metric"]
+        subject, p_adjusted = f["column"].where(f["column"].notna(), f["metric"]), None
     else:
-        flag, subject, statistic = F.col("breached"), F.col("metric"), F.col("metric")
-        p_adjusted = F.lit(None).cast("double")
-    per_window = Window.partitionBy("window_start", "window_end")
-    return (
-        df.withColumn("_latest", F.max("computed_at").over(per_window))
-        .where(F.col("computed_at") == F.col("_latest"))
-        .select(
-            F.col("window_start"), F.col("window_end"), F.lit(source).alias("source"),
-            F.coalesce(flag, F.lit(False)).alias("flagged"), subject.cast("string").alias("subject"),
-            statistic.cast("string").alias("statistic"), F.col("value").cast("double").alias("value"),
-            F.col("threshold").cast("double").alias("threshold"), p_adjusted.alias("p_adjusted"),
+        flag, subject, statistic, p_adjusted = f["breached"], f["metric"], f["metric"], None
+
+    def text(col: pd.Series) -> pd.Series:
+        return col.astype(object).where(col.notna(), None).map(lambda v: v if v is None else str(v))
+
+    def number(col: pd.Series | None) -> pd.Series:
+        return pd.Series(None if col is None else pd.to_numeric(col, errors="coerce"), index=f.index,
+                         dtype="float64")
+
+    return pd.DataFrame({
+        "window_start": f["window_start"], "window_end": f["window_end"], "source": source,
+        "flagged": flag.astype(object).where(flag.notna(), False).astype(bool),
+        "subject": text(subject), "statistic": text(statistic), "value": number(f["value"]),
+        "threshold": number(f["threshold"]), "p_adjusted": number(p_adjusted),
+    })
+
+
+def _none_if_nan(value: Any) -> float | None:
+    return None if value is None or value != value else float(value)
+
+
+def window_statuses(flagged: pd.DataFrame) -> list[WindowStatus]:
+    """One status per window (start, end), ordered by end then start, with its flagged rows as
+    ``reasons`` (sorted by source, subject, statistic)."""
+    out = []
+    for (start, end), group in flagged.groupby(["window_start", "window_end"], sort=False):
+        t0, t1 = start.to_pydatetime(), end.to_pydatetime()
+        rows = group[group["flagged"]]
+        reasons = tuple(
+            Reason(source=r.source, window_start=t0, window_end=t1, subject=r.subject or "",
+                   statistic=r.statistic or "", value=_none_if_nan(r.value), threshold=_none_if_nan(r.threshold),
+                   p_adjusted=_none_if_nan(r.p_adjusted))
+            for r in sorted(rows.itertuples(index=False),
+                            key=lambda r: (r.source, r.subject or "", r.statistic or ""))
         )
-    )
+        out.append(WindowStatus(t0, t1, reasons))
+    return sorted(out, key=lambda w: (w.window_end, w.window_start))
 
 
-def window_statuses(flagged: DataFrame) -> DataFrame:
-    """One row per window, ordered by window_end: start and end as epoch microseconds
-    (no time zone conversion on collect) and the flagged rows as ``reasons``."""
-    reason = F.struct("source", "subject", "statistic", "value", "threshold", "p_adjusted")
-    return (
-        flagged.groupBy("window_start", "window_end")
-        .agg(F.collect_list(F.when(F.col("flagged"), reason)).alias("reasons"))
-        .select(
-            F.unix_micros(F.col("window_start").cast("timestamp")).alias("start_us"),
-            F.unix_micros(F.col("window_end").cast("timestamp")).alias("end_us"),
-            F.col("reasons"),
-        )
-        .orderBy("end_us", "start_us")
-    )
+def _monitoring_rows(path: str, columns: Sequence[str], since: datetime | None) -> pd.DataFrame | None:
+    """``columns`` of the monitoring table at ``path`` read with delta-rs (no Spark job: the
+    monitor evaluates the rule while its queries run), only rows with ``window_end`` at or
+    after ``since`` when given (a filter on the table's own column: files whose statistics
+    end earlier are skipped); None without a table, or when it lacks one of ``columns``."""
+    import pyarrow.dataset as ds
 
-
-def _from_micros(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+    table = local_table(path)
+    if table is None:
+        log.info("alerts: no table at %s yet", path)
+        return None
+    names = set(pa.schema(table.schema().to_arrow()).names)
+    missing = [c for c in columns if c not in names]
+    if missing:
+        log.warning("alerts: %s lacks columns %s; not used for alerts", path, missing)
+        return None
+    if since is None:
+        return arrow_table(table, columns).to_pandas()
+    if in_object_store(table):
+        data = arrow_table(table, columns)
+        return data.filter(ds.field("window_end") >= _utc(since)).to_pandas()
+    dataset = table.to_pyarrow_dataset()
+    bound = pa.scalar(_utc(since), type=dataset.schema.field("window_end").type)
+    return dataset.to_table(columns=list(columns), filter=ds.field("window_end") >= bound).to_pandas()
 
 
 def read_windows(
-    spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, sources: Sequence[Source] = SOURCES,
+    platform: PlatformConfig, uc: UseCaseConfig, sources: Sequence[Source] = SOURCES,
     since: datetime | None = None,
 ) -> list[WindowStatus]:
     """Every monitored window of the use case with the reasons it is bad, oldest first; with
-    ``since``, only the windows ending at or after it.
+    ``since``, only the windows ending at or after it. Read with delta-rs and pandas: the
+    tables hold a few rows per window, and the stream monitor evaluates the rule beside its
+    queries, where each Spark job would queue behind theirs.
 
-    A missing table, or one without the contract's columns, is skipped with a warning."""
+    A missing table, or one without the contract's columns, is skipped with a log line."""
     parts = []
     for source in sources:
-        path = monitoring_path(platform, uc, source)
-        if not is_delta_table(spark, path):
-            log.info("alerts: no %s table at %s yet", source, path)
-            continue
-        df = read_delta(spark, path)
-        missing = [c for c in REQUIRED_COLUMNS[source] if c not in df.columns]
-        if missing:
-            log.warning("alerts: %s lacks columns %s; not used for alerts", path, missing)
-            continue
-        if since is not None:  # a filter on the table's own column: Delta skips older files by their stats
-            df = df.where(F.col("window_end") >= F.lit(_utc(since)))
-        parts.append(flagged_rows(df, source))
+        rows = _monitoring_rows(monitoring_path(platform, uc, source), REQUIRED_COLUMNS[source], since)
+        if rows is not None:
+            parts.append(flagged_rows(rows, source))
+    parts = [p for p in parts if not p.empty]
     if not parts:
         return []
-    union = parts[0]
-    for part in parts[1:]:
-        union = union.unionByName(part)
-    out = []
-    for row in window_statuses(union).collect():
-        start, end = _from_micros(row["start_us"]), _from_micros(row["end_us"])
-        reasons = tuple(
-            Reason(source=r["source"], window_start=start, window_end=end, subject=r["subject"] or "",
-                   statistic=r["statistic"] or "", value=r["value"], threshold=r["threshold"],
-                   p_adjusted=r["p_adjusted"])
-            for r in sorted(row["reasons"], key=lambda r: (r["source"], r["subject"] or "", r["statistic"] or ""))
-        )
-        out.append(WindowStatus(start, end, reasons))
+    out = window_statuses(pd.concat(parts, ignore_index=True))
     # the same window_end with another start would be ambiguous for the rule: keep the widest window
     by_end: dict[datetime, WindowStatus] = {}
     for w in out:
@@ -440,21 +461,22 @@ def alerts_frame(spark: SparkSession, alerts: Sequence[Alert], topic: str) -> Da
     return spark.createDataFrame(rows, ALERTS_SCHEMA)
 
 
-def recorded_ids(spark: SparkSession, path: str, ids: Sequence[str]) -> set[str]:
-    """Which of ``ids`` the alerts table at ``path`` already holds."""
-    if not ids or not is_delta_table(spark, path):
+def recorded_ids(path: str, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` the alerts table at ``path`` already holds (delta-rs)."""
+    table = local_table(path) if ids else None
+    if table is None:
         return set()
-    rows = read_delta(spark, path).where(F.col("alert_id").isin(list(ids))).select("alert_id")
-    return {r["alert_id"] for r in rows.collect()}
+    return set(arrow_table(table, ["alert_id"]).column("alert_id").to_pylist()) & set(ids)
 
 
-def last_recorded(spark: SparkSession, path: str, before: datetime) -> datetime | None:
-    """The ``window_end`` of the newest alert the table at ``path`` holds ending before ``before``."""
-    if not is_delta_table(spark, path):
+def last_recorded(path: str, before: datetime) -> datetime | None:
+    """The ``window_end`` of the newest alert the table at ``path`` holds ending before ``before`` (delta-rs)."""
+    table = local_table(path)
+    if table is None:
         return None
-    row = (read_delta(spark, path).where(F.col("window_end") < F.lit(_utc(before)))
-           .agg(F.unix_micros(F.max("window_end")).alias("us")).first())
-    return None if row is None or row["us"] is None else _from_micros(int(row["us"]))
+    ends = [_utc(t) for t in arrow_table(table, ["window_end"]).column("window_end").to_pylist() if t is not None]
+    earlier = [t for t in ends if t < _utc(before)]
+    return max(earlier) if earlier else None
 
 
 def publish(platform: PlatformConfig, topic: str, alerts: Sequence[Alert], timeout_s: float = 30.0) -> None:
@@ -540,12 +562,12 @@ def evaluate_alerts(
     """
     rule = alert_rule(uc)
     path = monitoring_path(platform, uc, "alerts")
-    alerts = rule_alerts(uc.name, rule, lambda bound: read_windows(spark, platform, uc, rule.sources, since=bound),
+    alerts = rule_alerts(uc.name, rule, lambda bound: read_windows(platform, uc, rule.sources, since=bound),
                          None if dry_run else since, uc.drift.window_s, now,
-                         last_alert=lambda before: last_recorded(spark, path, before))
+                         last_alert=lambda before: last_recorded(path, before))
     if dry_run:
         return alerts
-    known = recorded_ids(spark, path, [a.alert_id for a in alerts])
+    known = recorded_ids(path, [a.alert_id for a in alerts])
     new = [a for a in alerts if a.alert_id not in known]
     if not new:
         return []

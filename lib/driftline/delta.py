@@ -433,7 +433,7 @@ def read_local(
     table = local_table(path)
     if table is None:
         return None
-    if not _in_object_store(table):
+    if not in_object_store(table):
         return table.to_pandas(columns=list(columns) if columns else None, types_mapper=types_mapper)
     return arrow_table(table, columns).to_pandas(types_mapper=types_mapper)
 
@@ -461,7 +461,8 @@ def rows_local(path: str) -> list[dict[str, Any]]:
     return [] if table is None else arrow_table(table).to_pylist()
 
 
-def _in_object_store(table: deltalake.DeltaTable) -> bool:
+def in_object_store(table: deltalake.DeltaTable) -> bool:
+    """Whether a delta-rs ``table`` lives in an object store (not a ``file:`` URI)."""
     return not table.table_uri.startswith("file:")
 
 
@@ -477,7 +478,7 @@ def arrow_table(table: deltalake.DeltaTable, columns: Sequence[str] | None = Non
     """
     import pyarrow as pa
 
-    if not _in_object_store(table):
+    if not in_object_store(table):
         return table.to_pyarrow_table(columns=list(columns) if columns else None)
     from deltalake import QueryBuilder
 
@@ -493,7 +494,7 @@ def rows_in(table: deltalake.DeltaTable) -> int:
     """The number of rows of a delta-rs ``table`` (from file statistics where it can)."""
     import pyarrow as pa
 
-    if not _in_object_store(table):
+    if not in_object_store(table):
         return int(table.to_pyarrow_dataset().count_rows())
     from deltalake import QueryBuilder
 

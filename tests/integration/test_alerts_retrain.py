@@ -192,7 +192,7 @@ def test_windows_combine_drift_quality_and_performance_rows(
     # a drift table without the contract's columns is left out, not an error
     spark.createDataFrame([(1,)], "x int").write.format("delta").save(monitoring_path(platform, uc, "drift"))
 
-    windows = read_windows(spark, platform, uc)
+    windows = read_windows(platform, uc)
     assert [(x.window_end, [(r.source, r.subject, r.statistic) for r in x.reasons]) for x in windows] == [
         (w(0)[1], [("quality", "quarantine_rate", "quarantine_rate")]),
         (w(1)[1], [("performance", "roc_auc", "roc_auc")]),
