@@ -196,6 +196,12 @@ DRIFT_SCENARIOS = {
 LIVE_RATE = 200.0      # live events per wall second: at the history's arrival rate, event time runs 360x real time
 HISTORY_HOURS = 24     # 24 h of history: at the fraud rate (2,000/h, 1% fraud) ~70 frauds in the test split
 LIVE_TIMEOUT_S = 480   # the live phase stops after this long even when the challenger has not settled
+# On 2 cores each micro-batch costs seconds whatever its size, and the scoring query and the
+# monitor's three queries ran back to back, leaving the retrain a fraction of a core: longer
+# triggers give it the rest (scoring latency grows by a few seconds; the alert does not come later,
+# as a monitor batch took 30-40 s anyway).
+SCORING_TRIGGER = "15 seconds"
+MONITOR_TRIGGER = "60 seconds"
 
 
 def demo_usecase(usecase: str, where: Path) -> tuple[Path, dict[str, Any]]:
@@ -208,7 +214,8 @@ def demo_usecase(usecase: str, where: Path) -> tuple[Path, dict[str, Any]]:
     evaluates every 10 s instead of 30 s and needs a few hundred labels per stage. The
     hyper-parameter search keeps its method and validation but tries 2 candidates (a grid:
     the first two values of its first parameter, the first of the others; random: n = 2):
-    a retrain runs beside four streaming queries on the same two cores.
+    a retrain runs beside four streaming queries on the same two cores. The scoring query
+    triggers every :data:`SCORING_TRIGGER` (the monitor every :data:`MONITOR_TRIGGER`).
     """
     import yaml
 
@@ -218,7 +225,7 @@ def demo_usecase(usecase: str, where: Path) -> tuple[Path, dict[str, Any]]:
     changed: dict[str, Any] = {
         "drift": {"window": f"{window_min}m", "lateness": f"{max(1, window_min // 3)}m",
                   "alert": {"n": 2, "m": 3, "retrain": True}},
-        "streaming": {"starting_offsets": "latest"},
+        "streaming": {"starting_offsets": "latest", "trigger": SCORING_TRIGGER},
         "delivery": {"interval": "10s", "min_labels": 300, "min_positives": 10},
     }
     search = uc.model.search if uc.model is not None else None
@@ -327,7 +334,8 @@ def _narrate(progress: DemoProgress, status: dict[str, Any]) -> None:
 def _start_loop(uc_path: Path, status_file: Path, log_file: Path, overrides: tuple[str, ...],
                 timeout_s: float) -> subprocess.Popen[bytes]:
     cmd = [str(PROJECT_ROOT / "spark-submit.sh"), "streaming/loop.py", "--usecase", str(uc_path),
-           "--timeout-s", str(timeout_s), "--status-file", str(status_file), "-v"]
+           "--timeout-s", str(timeout_s), "--status-file", str(status_file), "--monitor-trigger", MONITOR_TRIGGER,
+           "-v"]
     for item in overrides:
         cmd += ["--set", item]
     env = {**os.environ, "DRIFTLINE_HOME": str(PROJECT_ROOT)}
