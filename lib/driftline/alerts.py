@@ -331,8 +331,6 @@ def flagged_rows(frame: pd.DataFrame, source: Source) -> pd.DataFrame:
     """The rows of one monitoring table (a pandas frame of its :data:`REQUIRED_COLUMNS`) in a
     common shape, only its latest computation per window: window_start, window_end (UTC),
     source, flagged, subject, statistic, value, threshold, p_adjusted."""
-    import pandas as pd
-
     if frame.empty:
         return pd.DataFrame(columns=["window_start", "window_end", "source", "flagged", "subject", "statistic",
                                      "value", "threshold", "p_adjusted"])
