@@ -20,12 +20,16 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from driftline.config import PlatformConfig
+from driftline.config import PROJECT_ROOT, PlatformConfig
 from driftline.errors import SetupError
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+# FAIR scheduling between pools; jobs without a pool run FIFO in "default", as under FIFO mode.
+# The loop runs its retrains in RETRAIN_POOL (weights in the file), beside its streaming queries.
+POOLS_FILE = PROJECT_ROOT / "conf" / "spark" / "fairscheduler.xml"
+RETRAIN_POOL = "retrain"
 # Spark's default redaction (secret, password, token, access keys), ADLS account keys and JAAS
 # settings (``kafka.sasl.jaas.config`` holds the SASL login); matched against keys and values
 REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key|account[.]key|jaas"
@@ -85,6 +89,9 @@ def configure_builder(
         # Spark's default redaction, plus ADLS account keys (fs.azure.account.key.<account>...) and JAAS settings
         .config("spark.redaction.regex", REDACTION_REGEX)
     )
+    if POOLS_FILE.is_file():  # absent from a bare package install: one FIFO queue, as Spark's default
+        builder = builder.config("spark.scheduler.mode", "FAIR").config(
+            "spark.scheduler.allocation.file", POOLS_FILE.as_uri())
     if testing:
         builder = (
             builder.config("spark.ui.showConsoleProgress", "false")

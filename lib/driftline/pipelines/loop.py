@@ -13,7 +13,8 @@ What runs, all in one Spark application:
              predictions table exists; they evaluate the alert rule as windows close and
              publish each alert once to <uc>.alerts
   retrain    a thread consuming <uc>.alerts (jobs/pipeline.py --on-alert): ingest → validate
-             → features → train → gate; a challenger that passes goes to shadow
+             → features → train → gate; a challenger that passes goes to shadow. Its Spark
+             jobs run in the FAIR pool "retrain", which takes free task slots first
   delivery   every ``delivery.interval``, while a challenger is in shadow or canary, one step of
              :func:`driftline.delivery.step` (hold, ramp, promote or retire, audited with evidence)
 
@@ -149,8 +150,12 @@ class Loop:
 
     def start_retrainer(self) -> None:
         from driftline.pipelines.retrain import run_on_alert
+        from driftline.session import RETRAIN_POOL
 
         def consume() -> None:
+            # the retrain's Spark jobs take free task slots before the streaming queries' (FAIR pools,
+            # conf/spark/fairscheduler.xml); the property is per thread, the queries keep "default"
+            self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", RETRAIN_POOL)
             try:
                 run_on_alert(self.spark, self.platform, self.uc, stop=self.stop, on_handled=self._on_alert,
                              on_start=self._on_retrain)
