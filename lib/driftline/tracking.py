@@ -219,6 +219,7 @@ def spec_params(spec: ModelSpec) -> dict[str, str]:
         "pca.k": str(spec.pca.k) if spec.pca else "none",
         "threshold": json.dumps(spec.model_dump(mode="json")["threshold"], sort_keys=True),
         "class_weight": json.dumps(spec.model_dump(mode="json")["class_weight"], sort_keys=True),
+        "window": spec.window or "all",  # the last stretch of event time trained on (model.window)
         "split.method": spec.split.method,
         "split.fractions": json.dumps(list(spec.split.fractions)),
         "search.method": spec.search.method,

@@ -694,15 +694,23 @@ class TrainResult:
 def prepare(df: DataFrame, uc: UseCaseConfig, spec: ModelSpec) -> DataFrame:
     """The columns training reads, with the label as double and rows without a label dropped,
     hash-partitioned by event id into ``model.train_partitions`` partitions and sorted within
-    them: the rows every later step sees, and their order, depend on the data alone (not on
-    the files of the table or the cluster), so the same data, config and seed give the same
+    them; with ``model.window`` only the rows of that last stretch of event time, up to the
+    newest labelled row (a pinned table version gives the same rows every time). These are
+    the rows every later step sees, and their order depends on the data alone (not on the
+    files of the table or the cluster), so the same data, config and seed give the same
     model, its floating-point values equal to about 1e-9 (Spark merges partial sums in the
     order tasks finish, which can change the last bits)."""
     label = uc.label.field
     cols = list(dict.fromkeys([uc.event_id, uc.entity_key, uc.event_time, *spec.features]))
+    rows = df.select(*[F.col(c) for c in cols], F.col(label).cast("double").alias(label)).where(
+        F.col(label).isNotNull())
+    if spec.window_s is not None:  # the last window of event time, up to the newest labelled row (lazy: no job)
+        newest = rows.agg(F.max(uc.event_time).alias("_dl_newest"))
+        rows = (rows.crossJoin(F.broadcast(newest))
+                .where(F.col(uc.event_time) > F.col("_dl_newest") - F.make_dt_interval(secs=F.lit(spec.window_s)))
+                .drop("_dl_newest"))
     return (
-        df.select(*[F.col(c) for c in cols], F.col(label).cast("double").alias(label))
-        .where(F.col(label).isNotNull())
+        rows
         .repartition(spec.train_partitions, F.col(uc.event_id))
         .sortWithinPartitions(uc.event_id, uc.event_time)
     )

@@ -33,6 +33,7 @@ SMALL_MODEL: dict[str, Any] = {
     "estimator_params": {"maxIter": 10},
     "search": {"method": "grid", "params": {"regParam": [0.01]}, "parallelism": 1},
     "gate": {"metric": "roc_auc", "tolerance": 0.5, "min": None},
+    "retrain_window": "2h",  # a retrain on an alert: the fresh day's rows only, not the history's
 }
 W0 = datetime(2024, 2, 1, tzinfo=UTC)
 
@@ -130,6 +131,11 @@ def test_drift_alert_triggers_retraining_and_a_new_challenger(
     assert [(h.alert_id, h.action) for h in handled] == [(alert.alert_id, "retrained")]
     outcome = handled[0].outcome
     assert outcome.ingested == {"events": 300, "labels": 300} and outcome.version == 2
+    # model.retrain_window: v2 trained on the last 2 h of event time (the 300 fresh rows), v1 on all 800
+    trained = {v: client.get_run(client.get_model_version(name, str(v)).run_id).data.params for v in (1, 2)}
+    assert {v: sum(int(p[f"rows.{k}"]) for k in ("train", "validation", "test")) for v, p in trained.items()} == {
+        1: 800, 2: 300}
+    assert (trained[1]["window"], trained[2]["window"]) == ("all", "2h")
     assert alias_version(client, name, CHALLENGER) == 2
     # delivery.mode progressive (the default): the gate pass puts v2 in shadow, the champion stays
     assert (outcome.gate, outcome.promoted) == ("shadow_start", False)

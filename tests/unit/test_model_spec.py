@@ -51,6 +51,8 @@ def test_estimator_must_fit_the_label_kind() -> None:
         ({"numeric": ["a"], "categorical": ["a"], "estimator": "gbt"}, r"\['a'\] are listed as both"),
         ({"numeric": ["a"], "estimator": "gbt", "split": {"fractions": [0.5, 0.5, 0.5]}}, "model.split.fractions"),
         ({"numeric": ["a"], "estimator": "gbt", "serach": {}}, "model.serach"),
+        ({"numeric": ["a"], "estimator": "gbt", "retrain_window": "6 hours"}, r"model.retrain_window.*'6 hours'"),
+        ({"numeric": ["a"], "estimator": "gbt", "window": "0h"}, r"model.window.*such as 6h"),
     ],
 )
 def test_bad_model_sections_name_the_key(model: dict[str, Any], message: str) -> None:

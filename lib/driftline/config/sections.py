@@ -297,6 +297,11 @@ class ModelSpec(Strict):
     profile: ProfileSpec = ProfileSpec()
     card: CardSpec = CardSpec()
     retention: RetentionSpec = RetentionSpec()
+    # train on the labelled rows of the last `window` of event time, up to the newest labelled row
+    # (null: every row); a retrain started by an alert uses `retrain_window` instead when set: the
+    # rows since the drift, not the months before it that the champion already learned
+    window: str | None = None
+    retrain_window: str | None = None
     # training rows are hash-partitioned by event id into this many partitions (sorted within),
     # so the same data gives the same model on any cluster; Spark adds partial sums in the order
     # tasks finish, so floating-point values can differ in their last bits (more so with more partitions)
@@ -317,6 +322,20 @@ class ModelSpec(Strict):
             raise ValueError(f"card.slices: {odd} are not categorical features of the model; expected some of "
                              f"{self.categorical}")
         return self
+
+    @field_validator("window", "retrain_window")
+    @classmethod
+    def _window(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                whole_seconds(v, key="window")
+            except ConfigError as e:
+                raise ValueError(f"got {v!r}, expected a whole, positive duration such as 6h or 30d") from e
+        return v
+
+    @property
+    def window_s(self) -> int | None:
+        return None if self.window is None else whole_seconds(self.window, key="model.window")
 
     @field_validator("class_weight")
     @classmethod

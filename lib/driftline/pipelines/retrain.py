@@ -64,6 +64,7 @@ from driftline.jobs import JobContext, entry_point
 from driftline.pipelines import build_features, ingest, train, validate
 from driftline.preflight import needs
 from driftline.registry import CHAMPION, alias_version, audit_path, client_for, model_name, read_events, record_event
+from driftline.training import model_spec
 
 log = logging.getLogger("driftline.jobs.pipeline")
 
@@ -125,6 +126,7 @@ def run(
     *,
     reason: str = "manual",
     force: bool = False,
+    on_alert: bool = False,
 ) -> PipelineOutcome:
     """Run ingest → validate → build_features → train on whatever is new, then audit
     ``retrain_triggered`` with ``reason``. Raises :class:`DataQualityError` (after the
@@ -134,6 +136,8 @@ def run(
 
         out = run(spark, platform, load_usecase("fraud"), reason="alert fraud-20240201T0100Z-1a2b")
         out.version, out.promoted  # (4, False): a new challenger, refused by the gate or in shadow
+
+    ``on_alert``: the model trains on ``model.retrain_window`` of event time when it is set.
     """
     if not reason:
         raise UsageError("reason: expected why the pipeline runs (an alert id or 'manual')")
@@ -178,7 +182,10 @@ def run(
         outcome.update(version=latest[0], run_id=client.get_model_version(model_name(usecase), str(latest[0])).run_id,
                        promoted=decision.promoted, gate=decision.action, metrics=dict(metrics))
     else:
-        out = train.run(spark, platform, usecase)
+        spec = model_spec(usecase)
+        if on_alert and spec.retrain_window is not None:
+            spec = spec.model_copy(update={"window": spec.retrain_window})
+        out = train.run(spark, platform, usecase, spec=spec)
         promoted = None if out.gate is None else out.gate.promoted
         step(4, "train", f"version {out.version} ({out.verdict}), data {out.data.path}@v{out.data.version}", s)
         outcome.update(version=out.version, run_id=out.run_id, promoted=promoted,
@@ -353,7 +360,7 @@ def _handle(
             on_start(alert)
         except Exception:  # noqa: BLE001 - the caller's callback must not stop the retraining
             log.exception("pipeline %s: on_start failed for alert %s", usecase.name, alert.alert_id)
-    outcome = run(spark, platform, usecase, reason=alert_reason(alert.alert_id), force=force)
+    outcome = run(spark, platform, usecase, reason=alert_reason(alert.alert_id), force=force, on_alert=True)
     detail = outcome.skipped or f"new challenger v{outcome.version} ({outcome.gate or 'not gated'})"
     return AlertHandled(alert.alert_id, "retrained", detail, outcome)
 

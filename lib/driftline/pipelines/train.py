@@ -40,7 +40,7 @@ from pyspark.sql import SparkSession
 
 from driftline import catalog
 from driftline.calibration import calibrate_profile, calibration_plan
-from driftline.config import PlatformConfig, UseCaseConfig
+from driftline.config import ModelSpec, PlatformConfig, UseCaseConfig
 from driftline.jobs import JobContext, entry_point
 from driftline.model_card import build_model_card, log_model_card
 from driftline.preflight import needs
@@ -95,6 +95,7 @@ def run(
     data_version: int | None = None,
     gate: bool = True,
     run_name: str | None = None,
+    spec: ModelSpec | None = None,
 ) -> TrainOutcome:
     """Train, log, register as challenger and (unless ``gate=False``) gate.
 
@@ -102,8 +103,11 @@ def run(
 
         out = run(spark, platform, load_usecase("fraud"))
         out.version, out.metrics["roc_auc"], out.gate.passed
+
+    ``spec`` replaces the use case's ``model:`` section (a retrain on an alert passes its
+    ``retrain_window``); the spec used is logged with the run, so its test set can be rebuilt.
     """
-    spec = model_spec(usecase)
+    spec = spec or model_spec(usecase)
     path = table or features_table(platform, usecase)
     raw, version = read_training_table(spark, path, data_version)
     check_columns(raw, usecase, spec)
