@@ -195,7 +195,8 @@ DRIFT_SCENARIOS = {
 }
 LIVE_RATE = 200.0      # live events per wall second: at the history's arrival rate, event time runs 360x real time
 HISTORY_HOURS = 24     # 24 h of history: at the fraud rate (2,000/h, 1% fraud) ~70 frauds in the test split
-LIVE_TIMEOUT_S = 480   # the live phase stops after this long even when the challenger has not settled
+LIVE_TIMEOUT_S = 480   # the live stream stops after this long even when the challenger has not settled
+CATCH_UP_S = 120       # then the scoring query gets this long to score what was published
 # On 2 cores each micro-batch costs seconds whatever its size, and the scoring query and the
 # monitor's three queries ran back to back, leaving the retrain a fraction of a core: longer
 # triggers give it the rest (scoring latency grows by a few seconds; the alert does not come later,
@@ -437,7 +438,8 @@ def run_demo(
 
         status_file, log_file = work / "loop-status.json", work / "loop.log"
         status_file.unlink(missing_ok=True)
-        loop = _start_loop(uc_path, status_file, log_file, overrides, live_timeout_s)
+        # the demo ends the live phase itself; the loop's own timeout only guards against a demo that died
+        loop = _start_loop(uc_path, status_file, log_file, overrides, live_timeout_s + CATCH_UP_S + 120)
         echo(f"[3/5 live] ./spark-submit.sh streaming/loop.py --usecase {uc.name} "
              f"(scoring, monitor, retrain on alert, delivery; log {log_file})")
         progress = DemoProgress(echo)
@@ -463,7 +465,8 @@ def run_demo(
             drift_at = live_start + pd.Timedelta(hours=2)
             drift_text, last_drift_read = "no drift window yet", 0.0
             status: dict[str, Any] = {}
-            while loop.poll() is None and not status.get("settled"):
+            while loop.poll() is None and not status.get("settled") and (
+                    time.monotonic() - progress.started < live_timeout_s):
                 status = _read_status(status_file)
                 if progress.produced >= 2 * per_hour:
                     progress.event("drift", f"drift scenario on from event time {drift_at:%m-%d %H:%M}: "
@@ -473,11 +476,12 @@ def run_demo(
                     drift_text, last_drift_read = _latest_drift(platform, uc), time.monotonic()
                 progress.status(status, drift_text)
                 time.sleep(1)
-            # the challenger settled (or the loop stopped): stop the stream, let scoring catch up
+            # the challenger settled, the live phase timed out or the loop stopped: stop the stream and
+            # let scoring catch up (the loop keeps running meanwhile)
             stop.set()
             producer.join()
             acked = produced["result"].acked if "result" in produced else 0
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + CATCH_UP_S
             while loop.poll() is None and time.monotonic() < deadline:
                 status = _read_status(status_file)
                 if int(status.get("scored_rows", 0)) >= acked:
