@@ -45,7 +45,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -140,6 +140,9 @@ class Alert:
     rule: dict[str, Any]
     created_at: datetime
     retrain: bool = True
+    # the champion whose reference profile the monitor judged the windows against (None: not
+    # known, e.g. `driftline alerts check`); a retrain skips an alert about an earlier champion
+    reference_version: int | None = None
 
     def summary(self) -> str:
         subjects = sorted({f"{r.source}:{r.subject}" for r in self.reasons})
@@ -152,6 +155,7 @@ class Alert:
             "window_end": _iso(self.window_end), "bad_windows": self.bad_windows, "windows": self.windows,
             "reasons": [r.to_dict() for r in self.reasons], "rule": self.rule, "retrain": self.retrain,
             "created_at": _iso(self.created_at),
+            **({} if self.reference_version is None else {"reference_version": self.reference_version}),
         }
 
     def to_json(self) -> str:
@@ -179,7 +183,9 @@ class Alert:
                    window_start=_parse(data["window_start"]), window_end=_parse(data["window_end"]),
                    bad_windows=int(data.get("bad_windows", 0)), windows=int(data.get("windows", 0)),
                    reasons=reasons, rule=dict(data.get("rule", {})), created_at=_parse(data["created_at"]),
-                   retrain=bool(data.get("retrain", True)))
+                   retrain=bool(data.get("retrain", True)),
+                   reference_version=None if data.get("reference_version") is None
+                   else int(data["reference_version"]))
 
 
 def _iso(value: datetime) -> str:
@@ -541,7 +547,7 @@ def rule_alerts(
 
 def evaluate_alerts(
     spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, *, now: datetime | None = None,
-    dry_run: bool = False, since: datetime | None = None,
+    dry_run: bool = False, since: datetime | None = None, reference_version: int | None = None,
 ) -> list[Alert]:
     """Apply the use case's rule to its monitoring tables; publish and record the alerts
     not raised before, and return them (empty when nothing new fired). ``dry_run``
@@ -552,6 +558,8 @@ def evaluate_alerts(
     :func:`lookback` before it are read and :func:`tail_fire_points` decides, which gives
     the alerts the whole history would (windows before ``since`` are unchanged, and their
     alerts were recorded then); when that tail cannot tell, the whole history is read.
+    ``reference_version``: the champion the windows were judged against, carried by each
+    new alert (see :attr:`Alert.reference_version`).
 
     Example::
 
@@ -566,7 +574,7 @@ def evaluate_alerts(
     if dry_run:
         return alerts
     known = recorded_ids(path, [a.alert_id for a in alerts])
-    new = [a for a in alerts if a.alert_id not in known]
+    new = [replace(a, reference_version=reference_version) for a in alerts if a.alert_id not in known]
     if not new:
         return []
     topic = uc.topic("alerts")

@@ -1000,7 +1000,8 @@ def start_monitor(
     evaluator = None
     if alerts:
         evaluator = AlertEvaluator(uc.name, uc.drift.alert,
-                                   lambda since: evaluate_alerts(spark, platform, uc, since=since))
+                                   lambda since: evaluate_alerts(spark, platform, uc, since=since,
+                                                                 reference_version=profile.get("model_version")))
 
     def emitter(source: str) -> WindowEmitter:
         return WindowEmitter(spark, platform, uc, profile, spec, source, f"monitor:{uc.name}:{source}", evaluator)

@@ -42,6 +42,7 @@ def test_make_demo_shows_the_closed_loop_and_its_summary_equals_the_tables(
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     res = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1500)
     out = res.stdout
+    (tmp_path / "demo-output.txt").write_text(out + res.stderr)  # what the user saw, for a failure's post-mortem
     log = (tmp_path / "demo" / "loop.log")
     assert res.returncode == 0, f"{out[-4000:]}\n{res.stderr[-4000:]}\n{log.read_text()[-4000:] if log.exists() else ''}"
 

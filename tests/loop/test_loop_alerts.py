@@ -120,6 +120,7 @@ def test_monitor_alert_retrains_into_shadow(spark: SparkSession, broker_platform
     published = json.loads(messages[0].value())
     assert (published["usecase"], published["window_start"], published["window_end"]) == (
         uc.name, minute(14).isoformat(), minute(20).isoformat())
+    assert published["reference_version"] == profile["model_version"] == 1  # the champion the windows were judged by
     assert {(r["subject"], r["window_end"]) for r in published["reasons"]} == {
         ("amount", minute(18).isoformat()), ("amount", minute(20).isoformat())}
     drift = DeltaTable(monitoring_path(platform, uc, "drift")).to_pandas()

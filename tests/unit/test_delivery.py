@@ -5,6 +5,7 @@ audit map; and the report's delivery table."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
@@ -128,3 +129,23 @@ def test_an_alert_raised_before_the_latest_change_of_champion_is_stale() -> None
     cet = timezone(timedelta(hours=1))
     assert stale(alert(datetime(2026, 12, 7, 21, 50, 59, tzinfo=cet)), (2, promoted)) is not None
     assert stale(alert(datetime(2026, 12, 7, 21, 51, 1, tzinfo=cet)), (2, promoted)) is None
+
+
+def test_an_alert_judged_against_another_champions_reference_is_stale() -> None:
+    """Seen in a demo run: the monitor batch running when v2 was promoted finished 3 s later, judged
+    v2's canary scores against v1's reference (drift:score) and published an alert after the
+    promotion; the time rule let it start a retrain of the new champion."""
+    from driftline.alerts import Alert
+    from driftline.pipelines.retrain import stale
+
+    promoted = datetime(2026, 12, 8, 0, 35, 30)
+    after = Alert(alert_id="a", usecase="fraud", window_start=promoted, window_end=promoted, bad_windows=3, windows=3,
+                  reasons=(), rule={}, created_at=datetime(2026, 12, 8, 0, 35, 33, tzinfo=UTC), reference_version=1)
+    assert stale(after, (2, promoted), champion=2) == (
+        "the monitor judged its windows against v1's reference, and v2 is champion now: v2 is watched by its own "
+        "windows")
+    assert stale(after, (2, promoted), champion=1) is None                 # still the champion it judged
+    assert stale(replace(after, reference_version=None), (2, promoted), champion=2) is None  # not known: time rule
+    # the version travels with the published alert
+    assert Alert.from_json(after.to_json()).reference_version == 1
+    assert "reference_version" not in replace(after, reference_version=None).to_dict()

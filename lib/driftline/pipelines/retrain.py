@@ -316,11 +316,15 @@ def run_on_alert(
     return handled
 
 
-def stale(alert: Alert, since: tuple[int, datetime] | None) -> str | None:
-    """Why ``alert`` is about a champion that no longer serves, or None: it was raised before
-    the latest promotion or rollback (``since``: version, naive UTC time, from
-    :func:`driftline.delivery.champion_since`), so its windows judged the previous model.
+def stale(alert: Alert, since: tuple[int, datetime] | None, champion: int | None = None) -> str | None:
+    """Why ``alert`` is about a champion that no longer serves, or None: the monitor judged its
+    windows against another version's reference (:attr:`Alert.reference_version`, when the
+    alert carries it, against ``champion``), or it was raised before the latest promotion or
+    rollback (``since``: version, naive UTC time, from :func:`driftline.delivery.champion_since`).
     The new champion gets its own windows and, if the drift lasts, its own alert."""
+    if alert.reference_version is not None and champion is not None and alert.reference_version != champion:
+        return (f"the monitor judged its windows against v{alert.reference_version}'s reference, and v{champion} "
+                f"is champion now: v{champion} is watched by its own windows")
     if since is None:
         return None
     version, when = since
@@ -351,7 +355,8 @@ def _handle(
         return AlertHandled(alert.alert_id, "skipped",
                             f"challenger v{busy} is in progressive delivery: it is promoted or retired first "
                             "(the monitor raises new alerts while the drift lasts)")
-    why = stale(alert, champion_since(platform, usecase))
+    why = stale(alert, champion_since(platform, usecase), alias_version(client_for(platform), model_name(usecase),
+                                                                       CHAMPION))
     if why:
         return AlertHandled(alert.alert_id, "skipped", why)
     log.info("pipeline %s: %s", usecase.name, alert.summary())
