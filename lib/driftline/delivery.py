@@ -66,7 +66,6 @@ import dataclasses
 import json
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -81,6 +80,7 @@ from driftline.config import PlatformConfig, UseCaseConfig
 from driftline.config.sections import DeliverySpec
 from driftline.delta import is_delta_table, latest_version, read_delta, write_delta
 from driftline.errors import ConfigError
+from driftline.timing import Laps
 
 log = logging.getLogger(__name__)
 
@@ -294,19 +294,6 @@ class StageDecision:
 # --------------------------------------------------------------------------- reading the evidence
 
 
-class _Clock:
-    """Seconds per phase, for the log and ``StageDecision.timings``."""
-
-    def __init__(self) -> None:
-        self.laps: dict[str, float] = {}
-        self._last = time.monotonic()
-
-    def lap(self, name: str) -> None:
-        now = time.monotonic()
-        self.laps[name] = round(self.laps.get(name, 0.0) + now - self._last, 3)
-        self._last = now
-
-
 def audit_rows(platform: PlatformConfig, uc: UseCaseConfig) -> list[dict[str, Any]]:
     """``action, event_time`` (naive UTC) ``, to_version`` of every ``audit/<uc>_model_events`` row,
     read with delta-rs (a small table: no Spark job on the controller's path)."""
@@ -421,7 +408,7 @@ def evaluate(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, n
     from driftline.scoring import current_routing, routing_spec
 
     spec = uc.delivery
-    clock = _Clock()
+    clock = Laps()
     now = now or datetime.now(UTC).replace(tzinfo=None)
     client = client_for(platform)
     name = model_name(uc)
@@ -599,7 +586,7 @@ def step(spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, now: 
     d = evaluate(spark, platform, uc, now)
     if d.action == "idle":
         return d
-    clock = _Clock()
+    clock = Laps()
     _record_evaluation(spark, platform, d)
     clock.lap("record")
     d.timings.update({k: v for k, v in clock.laps.items()})

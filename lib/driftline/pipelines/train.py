@@ -47,6 +47,7 @@ from driftline.preflight import needs
 from driftline.profile import build_reference_profile
 from driftline.registry import GateDecision, gate_and_promote, model_name, register_version
 from driftline.retention import keep_training_data
+from driftline.timing import Laps
 from driftline.tracking import DataRef, configure_mlflow, experiment_for, log_training_run
 from driftline.training import (
     check_columns,
@@ -114,9 +115,11 @@ def run(
     data = DataRef(path, version)
     # every step below reads the same small pinned snapshot: read it once
     prepared = prepare(raw, usecase, spec).cache()
+    took = Laps()
     try:
         splits = split_dataset(prepared, usecase, spec.split)
         result = fit(splits, usecase, spec)
+        took.lap("fit and test")
         log.info("%s: test metrics %s", usecase.name, result.metrics)
         # the score's drift reference: every labelled row of the history, not the test split
         # alone. With a time split the test split is the last hours of one time of day, and
@@ -131,6 +134,7 @@ def run(
         if plan is not None:  # drift.calibrate: thresholds from the training rows' own spread, kept in the profile
             profile = calibrate_profile(profile, splits.train, plan, scores=scores)
         example = splits.train.select(*spec.features).limit(5).toPandas()
+        took.lap("reference profile")
 
         configure_mlflow(platform)
         with mlflow.start_run(experiment_id=experiment_for(platform, usecase),
@@ -140,18 +144,23 @@ def run(
                              datasets={"training": splits.tagged.where("_dl_split < 2").drop("_dl_split"),
                                        "testing": splits.test})
             run_id = active.info.run_id
+        took.lap("MLflow run")
         model_version = register_version(spark, platform, usecase, run_id, metrics=result.metrics,
                                          threshold=result.threshold)
+        took.lap("register")
         card = build_model_card(spark, uc=usecase, spec=spec, result=result, test=splits.test, data_path=path,
                                 data_version=version, version=model_version, run_id=run_id,
                                 model_name=model_name(usecase))
         log_model_card(platform, run_id, card)
+        took.lap("model card")
         keep_training_data(spark, platform, usecase)  # the registered version's data stays readable
         decision = None
         if gate:
             decision = gate_and_promote(spark, platform, usecase, model_version, splits.test, spec, result.metrics)
+            took.lap("gate")
     finally:
         prepared.unpersist()
+    log.info("train %s: %s", usecase.name, took)
     return TrainOutcome(run_id=run_id, version=model_version, data=data, metrics=result.metrics,
                         search_results=result.search_results, gate=decision, threshold=result.threshold)
 
