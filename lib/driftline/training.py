@@ -59,7 +59,7 @@ from pyspark.ml.feature import (
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.param import Param
 from pyspark.ml.regression import GBTRegressor, LinearRegression
-from pyspark.ml.tuning import CrossValidator, CrossValidatorModel, ParamGridBuilder, TrainValidationSplit
+from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -716,20 +716,43 @@ def prepare(df: DataFrame, uc: UseCaseConfig, spec: ModelSpec) -> DataFrame:
     )
 
 
+def search_on_split(estimator: Estimator, maps: Sequence[dict[Param, Any]], evaluator: Evaluator,
+                    vectors: DataFrame, parallelism: int = 1) -> tuple[list[float], list[Transformer]]:
+    """Each candidate (a param map) fitted on the rows of ``_dl_split`` 0 and scored by
+    ``evaluator`` on those of ``_dl_split`` 1: (metrics, models) in candidate order. Up to
+    ``parallelism`` fits run at once, in threads that keep the caller's Spark local properties
+    (its scheduler pool)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyspark import inheritable_thread_target
+
+    train, validation = vectors.where(F.col("_dl_split") == 0), vectors.where(F.col("_dl_split") == 1)
+
+    def one(params: dict[Param, Any]) -> tuple[float, Transformer]:
+        model = estimator.fit(train, params=params)
+        return float(evaluator.evaluate(model.transform(validation))), model
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(maps)))) as pool:
+        done = list(pool.map(inheritable_thread_target(one), maps))
+    return [m for m, _ in done], [model for _, model in done]
+
+
 def fit(splits: Splits, uc: UseCaseConfig, spec: ModelSpec) -> TrainResult:
     """Search hyper-parameters on train ∪ validation with pyspark.ml.tuning, keep the
     best model (refitted on train ∪ validation by the tuner) behind the fitted
     preprocessing as one PipelineModel, and evaluate it on test.
 
-    ``train_validation_split`` uses ``trainRatio`` = train / (train + validation) of
-    ``model.split.fractions``; ``cross_validation`` uses ``model.search.folds``, each row's
+    ``train_validation_split`` fits each candidate on the train split and scores it on the
+    validation split (with a time split: on later rows than it learned from, as it will be
+    used), then refits the best on both; ``cross_validation`` uses ``model.search.folds``, each row's
     fold a seeded hash of its event id. Both carry ``model.split.seed``, as does every
     estimator with a seed; with the rows :func:`prepare` partitions and orders, a second fit
     on the same data gives the same model, search results and threshold.
 
     Binary labels: ``model.class_weight`` weights the rows (weights from the train split's
     label counts). A ``model.threshold`` rule is applied to the validation split scored by
-    the best parameters fitted on the train split alone (one more fit: the refitted model
+    the best parameters fitted on the train split alone (the search's own model under
+    ``train_validation_split``, one more fit under ``cross_validation``: the refitted model
     has seen the validation rows), on the exact collected (score, label) pairs; the
     refitted model keeps that threshold and is evaluated on test at it.
 
@@ -750,21 +773,14 @@ def fit(splits: Splits, uc: UseCaseConfig, spec: ModelSpec) -> TrainResult:
     maps = param_maps(estimator, candidates)
     metric = spec.search.metric or DEFAULT_METRIC[kind]
     evaluator = search_evaluator(metric, kind, label)
-    f_train, f_val, _ = spec.split.fractions
-    tuner: TrainValidationSplit | CrossValidator
-    if spec.search.validation == "cross_validation":  # folds from a seeded hash of the event id
-        tuner = CrossValidator(estimator=estimator, estimatorParamMaps=maps, evaluator=evaluator,
-                               numFolds=spec.search.folds, parallelism=spec.search.parallelism, seed=seed,
-                               foldCol=FOLD_COL)
-    else:
-        tuner = TrainValidationSplit(estimator=estimator, estimatorParamMaps=maps, evaluator=evaluator,
-                                     trainRatio=f_train / (f_train + f_val),
-                                     parallelism=spec.search.parallelism, seed=seed)
     dev = splits.tagged.where(F.col("_dl_split") < 2)
     rows = splits.counts()
     if rows["train"] == 0 or rows["test"] == 0:
         raise TrainingDataError(f"split: train or test set is empty ({rows}); need more labelled rows")
     rule = spec.threshold if kind == "binary" and isinstance(spec.threshold, ThresholdRule) else None
+    if spec.search.validation == "train_validation_split" and rows["validation"] == 0:
+        raise TrainingDataError(f"model.search: train_validation_split scores the candidates on the validation "
+                                f"split, which is empty ({rows}); need more labelled rows")
     if rule is not None and rows["validation"] == 0:
         raise TrainingDataError(f"model.threshold: rule {rule.rule} needs validation rows, the split has none ({rows})")
     log.info("fitting %s: %d candidates, %s, rows %s, class weights %s", spec.estimator, len(maps),
@@ -777,12 +793,23 @@ def fit(splits: Splits, uc: UseCaseConfig, spec: ModelSpec) -> TrainResult:
     vectors = features.transform(dev).select(F.col(features_col), F.col(label), *weight, F.col("_dl_split"),
                                              fold.cast("int").alias(FOLD_COL)).cache()
     try:
-        tuned = tuner.fit(vectors)
-        scores = tuned.avgMetrics if isinstance(tuned, CrossValidatorModel) else tuned.validationMetrics
-        pick = int(np.argmax(scores) if evaluator.isLargerBetter() else np.argmin(scores))
+        on_train: Transformer | None = None
+        if spec.search.validation == "cross_validation":  # folds from a seeded hash of the event id
+            tuner = CrossValidator(estimator=estimator, estimatorParamMaps=maps, evaluator=evaluator,
+                                   numFolds=spec.search.folds, parallelism=spec.search.parallelism, seed=seed,
+                                   foldCol=FOLD_COL)
+            tuned = tuner.fit(vectors)
+            scores, best_model = list(tuned.avgMetrics), tuned.bestModel
+            pick = int(np.argmax(scores) if evaluator.isLargerBetter() else np.argmin(scores))
+        else:
+            scores, fitted = search_on_split(estimator, maps, evaluator, vectors, spec.search.parallelism)
+            pick = int(np.argmax(scores) if evaluator.isLargerBetter() else np.argmin(scores))
+            on_train = fitted[pick]  # fitted on the train split alone: the threshold's model
+            best_model = estimator.fit(vectors, params=maps[pick])  # refitted on train ∪ validation
         choice = None
         if rule is not None:
-            on_train = estimator.fit(vectors.where(F.col("_dl_split") == 0), params=maps[pick])
+            if on_train is None:
+                on_train = estimator.fit(vectors.where(F.col("_dl_split") == 0), params=maps[pick])
             validation = score_frame(on_train, vectors.where(F.col("_dl_split") == 1), kind, keep=[label])
             choice = choose_threshold(*score_pairs(validation, label), rule)
             log.info("threshold %s on %d validation rows (%d positives): %.6g, precision %.4f, recall %.4f%s",
@@ -791,7 +818,7 @@ def fit(splits: Splits, uc: UseCaseConfig, spec: ModelSpec) -> TrainResult:
     finally:
         vectors.unpersist()
     results = [{**cand, metric: float(s)} for cand, s in zip(candidates, scores, strict=True)]
-    best = PipelineModel(stages=[*features.stages, tuned.bestModel])
+    best = PipelineModel(stages=[*features.stages, best_model])
     threshold = choice.threshold if choice else spec.default_threshold
     metrics = evaluate(best, splits.test, kind, label, threshold)
     return TrainResult(model=best, metrics=metrics, search_results=results, best_params=dict(candidates[pick]),
