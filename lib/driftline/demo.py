@@ -344,7 +344,7 @@ def _start_loop(uc_path: Path, status_file: Path, log_file: Path, overrides: tup
                 timeout_s: float) -> subprocess.Popen[bytes]:
     cmd = [str(PROJECT_ROOT / "spark-submit.sh"), "streaming/loop.py", "--usecase", str(uc_path),
            "--timeout-s", str(timeout_s), "--status-file", str(status_file), "--monitor-trigger", MONITOR_TRIGGER,
-           "-v"]
+           "--pause-monitor", "-v"]
     for item in overrides:
         cmd += ["--set", item]
     env = {**os.environ, "DRIFTLINE_HOME": str(PROJECT_ROOT)}

@@ -11,7 +11,8 @@ What runs, all in one Spark application:
   score      streaming/score's query (``streaming.trigger``): predictions/<uc>, <uc>.predictions
   monitor    streaming/monitor's three queries (``--monitor-trigger``), started once the
              predictions table exists; they evaluate the alert rule as windows close and
-             publish each alert once to <uc>.alerts
+             publish each alert once to <uc>.alerts. With ``--pause-monitor`` they stop while a
+             retrain runs and resume from their checkpoints after it (no window is lost)
   retrain    a thread consuming <uc>.alerts (jobs/pipeline.py --on-alert): ingest → validate
              → features → train → gate; a challenger that passes goes to shadow. Its Spark
              jobs run in the FAIR pool "retrain", which takes free task slots first
@@ -98,9 +99,11 @@ class Loop:
     """The running parts of the closed loop (see the module docstring)."""
 
     def __init__(self, spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, *,
-                 monitor_trigger: str = "10 seconds", status_file: Path | None = None) -> None:
+                 monitor_trigger: str = "10 seconds", status_file: Path | None = None,
+                 pause_monitor: bool = False) -> None:
         self.spark, self.platform, self.uc = spark, platform, uc
         self.monitor_trigger = monitor_trigger
+        self.pause_monitor = pause_monitor  # stop the monitor queries while a retrain runs
         self.status_file = status_file
         self.status = LoopStatus(uc.name, time.time())
         self.stop = threading.Event()
@@ -123,6 +126,10 @@ class Loop:
 
         self.score = start_scoring(self.spark, self.platform, self.uc, on_batch=self._on_batch)
         log.info("loop %s: scoring query %s running", self.uc.name, self.score.id)
+
+    def monitor_paused(self) -> bool:
+        """With ``pause_monitor``: a retrain is running, so the monitor queries stay stopped."""
+        return self.pause_monitor and self.status.retraining is not None
 
     def start_monitor(self) -> bool:
         """Start the monitor queries once the predictions table exists; False while it does not."""
@@ -250,7 +257,7 @@ class Loop:
 def run_loop(
     spark: SparkSession, platform: PlatformConfig, uc: UseCaseConfig, *, until: str | None = None,
     timeout_s: float | None = None, monitor_trigger: str = "10 seconds", status_file: Path | None = None,
-    tick_s: float = 2.0, stop: threading.Event | None = None,
+    tick_s: float = 2.0, stop: threading.Event | None = None, pause_monitor: bool = False,
 ) -> LoopStatus:
     """Run the closed loop until ``stop`` is set, ``until='settled'`` is met or ``timeout_s`` passes.
 
@@ -259,7 +266,8 @@ def run_loop(
         status = run_loop(spark, platform, load_usecase("fraud"), until="settled", timeout_s=900)
         status.settled   # {'action': 'promote', 'version': 2, 'reason': '...'}
     """
-    loop = Loop(spark, platform, uc, monitor_trigger=monitor_trigger, status_file=status_file)
+    loop = Loop(spark, platform, uc, monitor_trigger=monitor_trigger, status_file=status_file,
+                pause_monitor=pause_monitor)
     if stop is not None:
         loop.stop = stop
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -275,7 +283,11 @@ def run_loop(
             loop.check_queries()
             loop.refresh()
             s = loop.status
-            if loop.monitor is None and loop.start_monitor():
+            if loop.monitor is not None and loop.monitor_paused():
+                log.info("loop %s: a retrain started; the monitor pauses until it ends (--pause-monitor)", uc.name)
+                loop.stop_monitor()
+                s.phase = "scoring; monitor paused while retraining"
+            elif loop.monitor is None and not loop.monitor_paused() and loop.start_monitor():
                 s.phase = "scoring + monitoring"
             elif loop.monitor is not None and s.champion != loop._monitored_champion:
                 log.info("loop %s: champion is now v%s; restarting the monitor on its profile", uc.name,
@@ -325,6 +337,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--monitor-trigger", default="10 seconds",
                         help="trigger of the monitor queries ['10 seconds']")
     parser.add_argument("--status-file", type=Path, help="write a JSON status snapshot here every few seconds")
+    parser.add_argument("--pause-monitor", action="store_true",
+                        help="stop the monitor queries while a retrain runs and resume them from their checkpoints "
+                             "after it (for a small machine: the retrain gets the cores; no window is lost)")
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -353,7 +368,8 @@ def _run(ctx: JobContext) -> int:
     metrics = attach_query_metrics(ctx.spark, ctx.platform)
     try:
         status = run_loop(ctx.spark, ctx.platform, ctx.uc, until=a.until, timeout_s=a.timeout_s,
-                          monitor_trigger=a.monitor_trigger, status_file=a.status_file, stop=stop)
+                          monitor_trigger=a.monitor_trigger, status_file=a.status_file, stop=stop,
+                          pause_monitor=a.pause_monitor)
     finally:
         metrics.close()
     if status.error:
