@@ -20,7 +20,7 @@ from driftline.cli.context import Context, pass_ctx
 @pass_ctx
 def demo(ctx: Context, usecase: str, events: int | None, seed: int, live_timeout_s: float, smoke: bool,
          keep_broker: bool) -> None:
-    """Run the closed loop live on the embedded defaults and say what it did (about 10 minutes on 2 cores).
+    """Run the closed loop live on the embedded defaults and say what it did (about 8 minutes on 2 cores).
 
     \b
     1 history   24 h of simulated events and labels published to Kafka
@@ -35,8 +35,9 @@ def demo(ctx: Context, usecase: str, events: int | None, seed: int, live_timeout
     5 report    the HTML report's path, and the MLflow UI command
 
     The demo runs on a copy of the use case (written next to the lake, under .driftline/demo/)
-    with a drift window the simulator's rate can fill and a faster delivery interval; it
-    prints what it changed. --smoke instead streams plain JSON events from Kafka into Delta
+    with a drift window the simulator's rate can fill, a faster delivery interval and a retrain
+    window of the last 5 h of event time; it prints what it changed. The loop pauses the monitor
+    while a retrain runs (--pause-monitor), so the retrain gets the cores. --smoke instead streams plain JSON events from Kafka into Delta
     (availableNow) and checks the table with an independent Delta reader (delta-rs).
     """
     from driftline.demo import run_demo, run_smoke
