@@ -138,6 +138,16 @@ class ValidationSpec(DatasetLimits):
 
 # --------------------------------------------------------------------------- model:
 
+def optional_duration(v: str | None, examples: str) -> str | None:
+    """A validator's check of an optional whole, positive duration (``ValueError`` naming examples)."""
+    if v is not None:
+        try:
+            whole_seconds(v, key="window")
+        except ConfigError as e:
+            raise ValueError(f"got {v!r}, expected a whole, positive duration such as {examples}") from e
+    return v
+
+
 CLASSIFIER_NAMES = ("logistic_regression", "random_forest", "gbt")
 REGRESSOR_NAMES = ("linear_regression", "gbt_regressor")
 
@@ -326,12 +336,7 @@ class ModelSpec(Strict):
     @field_validator("window", "retrain_window")
     @classmethod
     def _window(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                whole_seconds(v, key="window")
-            except ConfigError as e:
-                raise ValueError(f"got {v!r}, expected a whole, positive duration such as 6h or 30d") from e
-        return v
+        return optional_duration(v, "6h or 30d")
 
     @property
     def window_s(self) -> int | None:
@@ -398,12 +403,7 @@ class CalibrateSpec(Strict):
     @field_validator("window")
     @classmethod
     def _window(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                whole_seconds(v, key="window")
-            except ConfigError as e:
-                raise ValueError(f"got {v!r}, expected a whole, positive duration such as 1m or 1h") from e
-        return v
+        return optional_duration(v, "1m or 1h")
 
     @model_validator(mode="after")
     def _one_rule(self) -> CalibrateSpec:
