@@ -203,6 +203,29 @@ def champion_since(platform: PlatformConfig, uc: UseCaseConfig) -> tuple[int, da
     return (int(changes[-1]["to_version"]), changes[-1]["event_time"]) if changes else None
 
 
+def scored_before(platform: PlatformConfig, uc: UseCaseConfig, when: datetime) -> datetime | None:
+    """The newest event time among the predictions the scoring query wrote before ``when``
+    (naive UTC), as aware UTC; None without any. After a change of champion at ``when``, the
+    windows up to that event time hold events the previous champion served: the monitor,
+    restarted on the new champion's reference, judges them too, but they say nothing about
+    the new champion (read with delta-rs: called once per alert, never on a query's path)."""
+    import pandas as pd
+
+    from driftline.delta import arrow_table, local_table
+
+    table = local_table(catalog.path(platform, "predictions", uc))
+    if table is None:
+        return None
+    rows = arrow_table(table, ["event_time", "scoring_time"]).to_pandas()
+    scoring = pd.to_datetime(rows["scoring_time"], utc=True)
+    before = rows.loc[scoring < pd.Timestamp(when.replace(tzinfo=UTC) if when.tzinfo is None else when), "event_time"]
+    if before.empty or before.isna().all():
+        return None
+    newest = pd.Timestamp(before.max())
+    newest = newest.tz_localize(UTC) if newest.tzinfo is None else newest.tz_convert(UTC)
+    return newest.to_pydatetime()
+
+
 # --------------------------------------------------------------------------- the decision
 
 

@@ -296,6 +296,12 @@ def test_a_better_challenger_ramps_on_evidence_to_champion(
                                 for i, t in enumerate((before_step, after_step + timedelta(seconds=1))))
         assert "before v2 became champion" in (stale(old_alert, since) or "")
         assert stale(new_alert, since) is None
+        # every prediction so far was written before the promotion: the boundary is the newest event time
+        served_until = delivery.scored_before(platform, uc, since[1])
+        newest = DeltaTable(predictions_path(platform, uc)).to_pandas(columns=["event_time"])["event_time"]
+        expected = pd.Timestamp(newest.max())
+        expected = expected.tz_convert(None) if expected.tzinfo is not None else expected
+        assert served_until is not None and pd.Timestamp(served_until).tz_convert(None) == expected
         # the running query switches to the new champion at its next batch
         produce_round(platform, uc, 3, n=200)
         wait_served(platform, uc, query, 3 * PER_ROUND + 200)

@@ -146,6 +146,17 @@ def test_an_alert_judged_against_another_champions_reference_is_stale() -> None:
         "windows")
     assert stale(after, (2, promoted), champion=1) is None                 # still the champion it judged
     assert stale(replace(after, reference_version=None), (2, promoted), champion=2) is None  # not known: time rule
+    # seen in CI: the monitor restarted on v2's reference judged windows that v1 had served (its canary
+    # at 50%) and raised an alert 25 s after the promotion: windows before the last event scored then
+    window = datetime(2024, 1, 2, 23, 30, tzinfo=UTC)
+    judged = replace(after, reference_version=2, window_start=window)
+    served_until = datetime(2024, 1, 3, 2, 51, 43, tzinfo=UTC)
+    assert stale(judged, (2, promoted), champion=2, served_until=served_until) == (
+        "its windows start at 2024-01-02 23:30, before 2024-01-03 02:51:43, the newest event scored before v2 became "
+        "champion: they judged the previous model's predictions; v2 is watched by its own windows")
+    assert stale(replace(judged, window_start=served_until), (2, promoted), champion=2,
+                 served_until=served_until) is None                       # windows of v2's own events
+    assert stale(judged, None, champion=2, served_until=served_until) is None   # no change of champion yet
     # the version travels with the published alert
     assert Alert.from_json(after.to_json()).reference_version == 1
     assert "reference_version" not in replace(after, reference_version=None).to_dict()

@@ -57,7 +57,7 @@ from pyspark.sql import functions as F
 
 from driftline.alerts import Alert
 from driftline.config import PlatformConfig, UseCaseConfig
-from driftline.delivery import champion_since, under_evaluation
+from driftline.delivery import champion_since, scored_before, under_evaluation
 from driftline.delta import delta_version
 from driftline.errors import UsageError
 from driftline.jobs import JobContext, entry_point
@@ -316,18 +316,25 @@ def run_on_alert(
     return handled
 
 
-def stale(alert: Alert, since: tuple[int, datetime] | None, champion: int | None = None) -> str | None:
+def stale(alert: Alert, since: tuple[int, datetime] | None, champion: int | None = None,
+          served_until: datetime | None = None) -> str | None:
     """Why ``alert`` is about a champion that no longer serves, or None: the monitor judged its
     windows against another version's reference (:attr:`Alert.reference_version`, when the
     alert carries it, against ``champion``), or it was raised before the latest promotion or
-    rollback (``since``: version, naive UTC time, from :func:`driftline.delivery.champion_since`).
-    The new champion gets its own windows and, if the drift lasts, its own alert."""
+    rollback (``since``: version, naive UTC time, from :func:`driftline.delivery.champion_since`),
+    or its windows start before ``served_until`` (aware UTC, :func:`driftline.delivery.scored_before`
+    the change): they hold events the previous champion served. The new champion gets its own
+    windows and, if the drift lasts, its own alert."""
     if alert.reference_version is not None and champion is not None and alert.reference_version != champion:
         return (f"the monitor judged its windows against v{alert.reference_version}'s reference, and v{champion} "
                 f"is champion now: v{champion} is watched by its own windows")
     if since is None:
         return None
     version, when = since
+    if served_until is not None and alert.window_start.astimezone(UTC) < served_until:
+        return (f"its windows start at {alert.window_start.astimezone(UTC):%Y-%m-%d %H:%M}, before "
+                f"{served_until:%Y-%m-%d %H:%M:%S}, the newest event scored before v{version} became champion: "
+                f"they judged the previous model's predictions; v{version} is watched by its own windows")
     raised = alert.created_at.astimezone(UTC).replace(tzinfo=None)
     if raised >= when:
         return None
@@ -355,8 +362,9 @@ def _handle(
         return AlertHandled(alert.alert_id, "skipped",
                             f"challenger v{busy} is in progressive delivery: it is promoted or retired first "
                             "(the monitor raises new alerts while the drift lasts)")
-    why = stale(alert, champion_since(platform, usecase), alias_version(client_for(platform), model_name(usecase),
-                                                                       CHAMPION))
+    since = champion_since(platform, usecase)
+    why = stale(alert, since, alias_version(client_for(platform), model_name(usecase), CHAMPION),
+                None if since is None else scored_before(platform, usecase, since[1]))
     if why:
         return AlertHandled(alert.alert_id, "skipped", why)
     log.info("pipeline %s: %s", usecase.name, alert.summary())
