@@ -58,8 +58,8 @@ loop: setup
 reliability: setup
 	$(BIN)/pytest -q tests/reliability
 
-# `driftline demo` end to end with its summary checked against the tables (tests/demo); run by
-# .ci/run after make loop (about 8 minutes on 2 cores)
+# `driftline demo` end to end with its summary checked against the tables (tests/demo), about 8
+# minutes on 2 cores; not in .ci/run until it passes a fresh-clone run (see the README)
 demo-test: setup
 	$(BIN)/pytest -q tests/demo
 
