@@ -716,6 +716,11 @@ def prepare(df: DataFrame, uc: UseCaseConfig, spec: ModelSpec) -> DataFrame:
     )
 
 
+def best_index(scores: Sequence[float], evaluator: Evaluator) -> int:
+    """The index of the best search score, in the evaluator's direction."""
+    return int(np.argmax(scores) if evaluator.isLargerBetter() else np.argmin(scores))
+
+
 def search_on_split(estimator: Estimator, maps: Sequence[dict[Param, Any]], evaluator: Evaluator,
                     vectors: DataFrame, parallelism: int = 1) -> tuple[list[float], list[Transformer]]:
     """Each candidate (a param map) fitted on the rows of ``_dl_split`` 0 and scored by
@@ -800,10 +805,10 @@ def fit(splits: Splits, uc: UseCaseConfig, spec: ModelSpec) -> TrainResult:
                                    foldCol=FOLD_COL)
             tuned = tuner.fit(vectors)
             scores, best_model = list(tuned.avgMetrics), tuned.bestModel
-            pick = int(np.argmax(scores) if evaluator.isLargerBetter() else np.argmin(scores))
+            pick = best_index(scores, evaluator)
         else:
             scores, fitted = search_on_split(estimator, maps, evaluator, vectors, spec.search.parallelism)
-            pick = int(np.argmax(scores) if evaluator.isLargerBetter() else np.argmin(scores))
+            pick = best_index(scores, evaluator)
             on_train = fitted[pick]  # fitted on the train split alone: the threshold's model
             best_model = estimator.fit(vectors, params=maps[pick])  # refitted on train ∪ validation
         choice = None
